@@ -1,0 +1,132 @@
+//! Query-string parsing for the reports API.
+
+use std::collections::HashMap;
+
+use reporting_core::time::{parse_rfc3339_ms, Interval};
+
+/// A checked `GET /v1/series` request.
+#[derive(Debug, PartialEq)]
+pub(crate) struct SeriesParams {
+    pub(crate) tenant: String,
+    pub(crate) device: String,
+    pub(crate) metric: String,
+    pub(crate) interval: Interval,
+    pub(crate) from_ms: Option<i64>,
+    pub(crate) to_ms: Option<i64>,
+    pub(crate) csv: bool,
+}
+
+const SERIES_PARAMS: [&str; 7] = ["tenant", "device", "metric", "interval", "from", "to", "format"];
+
+fn parse_time(name: &str, raw: &str) -> Result<i64, String> {
+    if let Ok(ms) = raw.parse::<i64>() {
+        return Ok(ms);
+    }
+    parse_rfc3339_ms(raw).ok_or_else(|| format!("{name}={raw:?} is neither RFC 3339 (2013-03-01T00:00:00Z) nor epoch milliseconds"))
+}
+
+/// Checks the parameters; every problem is listed in the error.
+pub(crate) fn series_params(
+    q: &HashMap<String, String>,
+    default_tenant: &str,
+    wants_csv_header: bool,
+) -> Result<SeriesParams, Vec<String>> {
+    let mut problems = Vec::new();
+    for k in q.keys() {
+        if !SERIES_PARAMS.contains(&k.as_str()) {
+            problems.push(format!("unknown parameter {k:?} (known: {})", SERIES_PARAMS.join(", ")));
+        }
+    }
+    let mut required = |name: &str| match q.get(name).map(|s| s.trim()) {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => {
+            problems.push(format!("{name} is required"));
+            String::new()
+        }
+    };
+    let device = required("device");
+    let metric = required("metric");
+    let interval = match q.get("interval").map(String::as_str) {
+        None => Interval::Hour,
+        Some(s) => Interval::parse(s).unwrap_or_else(|| {
+            problems.push(format!("interval={s:?} is not one of 1m, 1h, 1d"));
+            Interval::Hour
+        }),
+    };
+    let mut time = |name: &str| match q.get(name) {
+        None => None,
+        Some(raw) => match parse_time(name, raw) {
+            Ok(ms) => Some(ms),
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        },
+    };
+    let from_ms = time("from");
+    let to_ms = time("to");
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if f >= t {
+            problems.push("from must be before to (from is inclusive, to exclusive)".to_string());
+        }
+    }
+    let csv = match q.get("format").map(String::as_str) {
+        None => wants_csv_header,
+        Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            problems.push(format!("format={other:?} is not json or csv"));
+            false
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let tenant = q.get("tenant").cloned().unwrap_or_else(|| default_tenant.to_string());
+    Ok(SeriesParams { tenant, device, metric, interval, from_ms, to_ms, csv })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn complete_query_is_parsed_with_rfc3339_and_millisecond_times() {
+        let p = series_params(
+            &q(&[("device", "Dongsi"), ("metric", "PM2.5"), ("interval", "1d"), ("from", "2013-03-01T00:00:00+08:00"), ("to", "1362200000000")]),
+            "default",
+            false,
+        )
+        .expect("valid");
+        assert_eq!(p.interval, Interval::Day);
+        assert_eq!(p.from_ms, Some(1_362_067_200_000));
+        assert_eq!(p.to_ms, Some(1_362_200_000_000));
+        assert_eq!(p.tenant, "default");
+        assert!(!p.csv);
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let problems = series_params(&q(&[("interval", "5m"), ("from", "soon"), ("colour", "red")]), "d", false)
+            .expect_err("invalid");
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("device is required")));
+        assert!(problems.iter().any(|p| p.contains("\"colour\"")));
+    }
+
+    #[test]
+    fn reversed_range_and_csv_preference_are_handled() {
+        let base = [("device", "d"), ("metric", "m")];
+        let mut reversed = base.to_vec();
+        reversed.extend([("from", "10"), ("to", "5")]);
+        assert!(series_params(&q(&reversed), "t", false).is_err());
+        assert!(series_params(&q(&base), "t", true).expect("valid").csv);
+        let mut json = base.to_vec();
+        json.push(("format", "json"));
+        assert!(!series_params(&q(&json), "t", true).expect("valid").csv);
+    }
+}

@@ -1,0 +1,296 @@
+//! Wiring: opens the bus and the store the configuration names and runs roles until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use reporting_aggregator::{AggregatorSettings, StorePositions};
+use reporting_api::{ApiSettings, ApiState};
+use reporting_bus::embedded::{EmbeddedConsumer, EmbeddedLog};
+use reporting_bus::kafka::{ensure_topic, KafkaConsumer, KafkaPublisher, KafkaSettings};
+use reporting_bus::{Consumer, Publisher};
+use reporting_core::clock::SystemClock;
+use reporting_core::validate::Limits;
+use reporting_ingest::{IngestSettings, IngestState};
+use reporting_observe::admin::Readiness;
+use reporting_store::postgres::PostgresStore;
+use reporting_store::sqlite::SqliteStore;
+use reporting_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The bus as configured.
+#[derive(Clone)]
+pub enum Bus {
+    /// The embedded log under `data_dir/log`.
+    Embedded(EmbeddedLog),
+    /// Kafka.
+    Kafka(KafkaSettings),
+}
+
+impl Bus {
+    /// Opens the configured bus.
+    pub fn open(config: &Config) -> anyhow::Result<Bus> {
+        match config.bus.brokers.as_deref().filter(|b| !b.trim().is_empty()) {
+            Some(brokers) => Ok(Bus::Kafka(KafkaSettings {
+                brokers: brokers.to_string(),
+                topic: config.bus.topic.clone(),
+                properties: config.kafka_properties(),
+            })),
+            None => {
+                let dir = config.data_dir.join("log");
+                let log = EmbeddedLog::open(&dir, config.bus.partitions)
+                    .with_context(|| format!("opening the embedded log in {}", dir.display()))?;
+                Ok(Bus::Embedded(log))
+            }
+        }
+    }
+
+    /// A publisher on this bus.
+    pub fn publisher(&self, config: &Config) -> anyhow::Result<Arc<dyn Publisher>> {
+        Ok(match self {
+            Bus::Embedded(log) => Arc::new(log.clone()),
+            Bus::Kafka(settings) => Arc::new(
+                KafkaPublisher::new(settings, Duration::from_secs(config.bus.publish_timeout_secs))
+                    .context("creating the Kafka producer")?,
+            ),
+        })
+    }
+
+    /// Creates the Kafka topic when missing (no-op for the embedded log).
+    pub async fn prepare(&self, config: &Config) -> anyhow::Result<()> {
+        if let Bus::Kafka(settings) = self {
+            let partitions = i32::try_from(config.bus.partitions).context("bus.partitions")?;
+            let replication = i32::try_from(config.bus.replication_factor).context("bus.replication_factor")?;
+            ensure_topic(settings, partitions, replication)
+                .await
+                .with_context(|| format!("creating topic {}", settings.topic))?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the configured store and applies migrations when `migrate` is set.
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match config.postgres_url().map_err(anyhow::Error::msg)? {
+        Some(url) => Arc::new(PostgresStore::connect(&url, config.store.pool_size).context("configuring PostgreSQL")?),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            let path = config.data_dir.join("reporting.sqlite");
+            Arc::new(SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
+        }
+    };
+    if migrate {
+        store.migrate().await.context("applying migrations")?;
+    }
+    Ok(store)
+}
+
+/// Listeners bound before the roles start (tests bind port 0 and read the addresses).
+pub struct Listeners {
+    /// Admin endpoints.
+    pub admin: TcpListener,
+    /// Ingest HTTP (roles `up` and `ingest`).
+    pub ingest: Option<TcpListener>,
+    /// API HTTP (roles `up` and `api`).
+    pub api: Option<TcpListener>,
+}
+
+/// Binds an address from the configuration.
+pub async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    let addr: SocketAddr = addr.parse().with_context(|| format!("{what} address {addr:?}"))?;
+    TcpListener::bind(addr).await.with_context(|| format!("binding {what} on {addr}"))
+}
+
+fn ingest_state(config: &Config, publisher: Arc<dyn Publisher>) -> IngestState {
+    IngestState {
+        settings: Arc::new(IngestSettings {
+            max_body_bytes: config.ingest.max_body_bytes,
+            limits: Limits {
+                max_future_ms: config.ingest.max_future_secs.saturating_mul(1000),
+                max_past_ms: config.ingest.max_past_days.saturating_mul(86_400_000),
+                max_name_bytes: 256,
+            },
+            default_tenant: config.tenant.clone(),
+        }),
+        publisher,
+        clock: Arc::new(SystemClock),
+    }
+}
+
+fn api_state(config: &Config, store: Arc<dyn Store>) -> ApiState {
+    ApiState {
+        settings: Arc::new(ApiSettings { default_tenant: config.tenant.clone(), max_buckets: config.api.max_buckets }),
+        store,
+    }
+}
+
+fn store_check(store: Arc<dyn Store>) -> reporting_observe::admin::Check {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+fn bus_check(publisher: Arc<dyn Publisher>) -> reporting_observe::admin::Check {
+    Arc::new(move || {
+        let publisher = publisher.clone();
+        Box::pin(async move { publisher.check_ready().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// HTTP ingest.
+    pub ingest: bool,
+    /// Bus → store.
+    pub aggregator: bool,
+    /// Reports.
+    pub api: bool,
+    /// Apply store migrations and create the Kafka topic at start (`up`); microservices leave that to
+    /// `reporting migrate`.
+    pub prepare: bool,
+}
+
+/// A named task that is awaited on shutdown.
+struct Task {
+    name: &'static str,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs `roles` until `shutdown` is cancelled, then stops them in order: ingest stops accepting and drains,
+/// the aggregator commits its batch in flight, the API finishes its requests.
+pub async fn run(config: Config, roles: Roles, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let needs_store = roles.aggregator || roles.api;
+    let store = if needs_store { Some(open_store(&config, roles.prepare).await?) } else { None };
+    let bus = if roles.ingest || roles.aggregator { Some(Bus::open(&config)?) } else { None };
+    if let (true, Some(bus)) = (roles.prepare, &bus) {
+        bus.prepare(&config).await?;
+    }
+    let mut readiness = Readiness::default();
+    if let Some(store) = &store {
+        readiness = readiness.with_check("store", store_check(store.clone()));
+    }
+
+    let ingest_stop = CancellationToken::new();
+    let aggregator_stop = CancellationToken::new();
+    let api_stop = CancellationToken::new();
+    let mut tasks: Vec<Task> = Vec::new();
+
+    if let (true, Some(bus), Some(listener)) = (roles.ingest, &bus, listeners.ingest) {
+        let publisher = bus.publisher(&config)?;
+        readiness = readiness.with_check("bus", bus_check(publisher.clone()));
+        let state = ingest_state(&config, publisher);
+        let stop = ingest_stop.clone();
+        tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+        tasks.push(Task {
+            name: "ingest",
+            handle: tokio::spawn(async move {
+                reporting_ingest::serve(listener, state, async move { stop.cancelled().await }).await.context("ingest server")
+            }),
+        });
+    }
+    if let (true, Some(bus), Some(store)) = (roles.aggregator, &bus, &store) {
+        let settings = AggregatorSettings {
+            group: config.bus.group.clone(),
+            topic: config.bus.topic.clone(),
+            batch_max_records: config.aggregator.batch_max_records,
+            linger: Duration::from_millis(config.aggregator.batch_linger_ms),
+        };
+        let handle = tokio::runtime::Handle::current();
+        let store = store.clone();
+        let bus = bus.clone();
+        let stop = aggregator_stop.clone();
+        tasks.push(Task {
+            name: "aggregator",
+            handle: tokio::task::spawn_blocking(move || {
+                let positions = Arc::new(StorePositions::new(store.clone(), &settings.group, &settings.topic, handle.clone()));
+                let mut consumer: Box<dyn Consumer> = match &bus {
+                    Bus::Embedded(log) => Box::new(EmbeddedConsumer::new(log.clone(), positions)),
+                    Bus::Kafka(k) => Box::new(KafkaConsumer::new(k, &settings.group, positions).context("creating the Kafka consumer")?),
+                };
+                reporting_aggregator::run(consumer.as_mut(), store, &handle, &settings, &stop);
+                Ok(())
+            }),
+        });
+    }
+    if let (true, Some(store), Some(listener)) = (roles.api, &store, listeners.api) {
+        let state = api_state(&config, store.clone());
+        let stop = api_stop.clone();
+        tracing::info!(addr = %listener.local_addr()?, "api listening");
+        tasks.push(Task {
+            name: "api",
+            handle: tokio::spawn(async move {
+                reporting_api::serve(listener, state, async move { stop.cancelled().await }).await.context("api server")
+            }),
+        });
+    }
+
+    let admin_stop = CancellationToken::new();
+    let admin = {
+        let router = reporting_observe::admin::router(readiness.clone());
+        let stop = admin_stop.clone();
+        tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening");
+        tokio::spawn(async move { axum::serve(listeners.admin, router).with_graceful_shutdown(async move { stop.cancelled().await }).await })
+    };
+
+    // Wait for shutdown, or for a role to fail on its own.
+    let failed = tokio::select! {
+        () = shutdown.cancelled() => None,
+        name = first_finished(&tasks) => Some(name),
+    };
+    if let Some(name) = failed {
+        tracing::error!(role = name, "a role stopped on its own; shutting the process down");
+    }
+    tracing::info!("shutting down");
+    readiness.start_draining();
+    let drain = Duration::from_secs(config.ingest.drain_secs);
+    let mut result = Ok(());
+    for (name, stop) in [("ingest", &ingest_stop), ("aggregator", &aggregator_stop), ("api", &api_stop)] {
+        stop.cancel();
+        for task in tasks.iter_mut().filter(|t| t.name == name) {
+            match tokio::time::timeout(drain, &mut task.handle).await {
+                Ok(Ok(Ok(()))) => tracing::info!(role = name, "role stopped"),
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(role = name, error = %format!("{e:#}"), "role failed");
+                    result = Err(e);
+                }
+                Ok(Err(join)) => {
+                    tracing::error!(role = name, error = %join, "role task panicked");
+                    result = Err(anyhow::anyhow!("{name} task failed: {join}"));
+                }
+                Err(_) => {
+                    tracing::warn!(role = name, drain_secs = drain.as_secs(), "role did not stop within the drain time");
+                    task.handle.abort();
+                }
+            }
+        }
+    }
+    admin_stop.cancel();
+    let _admin_done = admin.await;
+    if failed.is_some() && result.is_ok() {
+        result = Err(anyhow::anyhow!("role {} stopped unexpectedly", failed.unwrap_or("?")));
+    }
+    result
+}
+
+/// Resolves with the name of the first task that finished.
+async fn first_finished(tasks: &[Task]) -> &'static str {
+    loop {
+        for t in tasks {
+            if t.handle.is_finished() {
+                return t.name;
+            }
+        }
+        if tasks.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
