@@ -338,3 +338,22 @@ impl Consumer for KafkaConsumer {
         self.lag.clone()
     }
 }
+
+/// The next offset (high watermark) of every partition of the topic. Blocking.
+pub fn end_offsets(settings: &KafkaSettings) -> Result<HashMap<i32, i64>, BusError> {
+    let consumer: BaseConsumer =
+        settings.client_config().create().map_err(|e| BusError::kafka("creating a metadata client", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&settings.topic), Duration::from_secs(10))
+        .map_err(|e| BusError::kafka(format!("fetching metadata of {}", settings.topic), e))?;
+    let mut out = HashMap::new();
+    for topic in metadata.topics() {
+        for p in topic.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(&settings.topic, p.id(), Duration::from_secs(10))
+                .map_err(|e| BusError::kafka(format!("fetching watermarks of partition {}", p.id()), e))?;
+            out.insert(p.id(), high);
+        }
+    }
+    Ok(out)
+}

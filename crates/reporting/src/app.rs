@@ -61,6 +61,17 @@ impl Bus {
         })
     }
 
+    /// The next offset of every partition (how far the aggregator must get to have read everything).
+    pub async fn end_offsets(&self) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+        match self {
+            Bus::Embedded(log) => Ok((0..log.partition_count() as i32).map(|p| (p, log.end_offset(p))).collect()),
+            Bus::Kafka(settings) => {
+                let settings = settings.clone();
+                Ok(tokio::task::spawn_blocking(move || reporting_bus::kafka::end_offsets(&settings)).await??)
+            }
+        }
+    }
+
     /// Creates the Kafka topic when missing (no-op for the embedded log).
     pub async fn prepare(&self, config: &Config) -> anyhow::Result<()> {
         if let Bus::Kafka(settings) = self {
@@ -164,15 +175,37 @@ struct Task {
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
+/// The bus and store a process uses, opened before the roles start (tests keep clones to look inside).
+#[derive(Clone, Default)]
+pub struct Resources {
+    /// The bus (needed by ingest and the aggregator).
+    pub bus: Option<Bus>,
+    /// The store (needed by the aggregator and the API).
+    pub store: Option<Arc<dyn Store>>,
+}
+
+impl Resources {
+    /// Opens what `roles` need; with `roles.prepare`, migrates the store and creates the Kafka topic.
+    pub async fn open(config: &Config, roles: Roles) -> anyhow::Result<Resources> {
+        let store = if roles.aggregator || roles.api { Some(open_store(config, roles.prepare).await?) } else { None };
+        let bus = if roles.ingest || roles.aggregator { Some(Bus::open(config)?) } else { None };
+        if let (true, Some(bus)) = (roles.prepare, &bus) {
+            bus.prepare(config).await?;
+        }
+        Ok(Resources { bus, store })
+    }
+}
+
 /// Runs `roles` until `shutdown` is cancelled, then stops them in order: ingest stops accepting and drains,
 /// the aggregator commits its batch in flight, the API finishes its requests.
-pub async fn run(config: Config, roles: Roles, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let needs_store = roles.aggregator || roles.api;
-    let store = if needs_store { Some(open_store(&config, roles.prepare).await?) } else { None };
-    let bus = if roles.ingest || roles.aggregator { Some(Bus::open(&config)?) } else { None };
-    if let (true, Some(bus)) = (roles.prepare, &bus) {
-        bus.prepare(&config).await?;
-    }
+pub async fn run(
+    config: Config,
+    roles: Roles,
+    resources: Resources,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Resources { bus, store } = resources;
     let mut readiness = Readiness::default();
     if let Some(store) = &store {
         readiness = readiness.with_check("store", store_check(store.clone()));

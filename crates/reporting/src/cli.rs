@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, bind, Bus, Listeners, Roles};
+use crate::app::{self, bind, Bus, Listeners, Resources, Roles};
 use crate::config::{Config, Role};
 
 /// Reporting: telemetry readings in, exact rollups and reports out.
@@ -168,7 +168,8 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         ingest: if roles.ingest { Some(bind("ingest", &config.ingest.listen).await?) } else { None },
         api: if roles.api { Some(bind("api", &config.api.listen).await?) } else { None },
     };
-    app::run(config, roles, listeners, shutdown_on_signal()).await
+    let resources = Resources::open(&config, roles).await?;
+    app::run(config, roles, resources, listeners, shutdown_on_signal()).await
 }
 
 async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
@@ -184,7 +185,8 @@ async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
     let mode = if config.bus.brokers.is_some() { "Kafka + PostgreSQL" } else { "embedded log + SQLite" };
     let data_dir = config.data_dir.display().to_string();
     let roles = Roles { ingest: true, aggregator: true, api: true, prepare: true };
-    let system = tokio::spawn(app::run(config, roles, listeners, shutdown.clone()));
+    let resources = Resources::open(&config, roles).await?;
+    let system = tokio::spawn(app::run(config, roles, resources, listeners, shutdown.clone()));
     let mut out = std::io::stdout();
     let _ignored = writeln!(
         out,
