@@ -47,7 +47,12 @@ pub struct StorePositions {
 impl StorePositions {
     /// Positions of `group` on `topic` in `store`; `handle` runs the async store calls.
     pub fn new(store: Arc<dyn Store>, group: &str, topic: &str, handle: Handle) -> Self {
-        StorePositions { store, group: group.to_owned(), topic: topic.to_owned(), handle }
+        StorePositions {
+            store,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            handle,
+        }
     }
 }
 
@@ -82,7 +87,9 @@ struct Prepared {
 fn prepare(messages: Vec<Message>, expected: &HashMap<i32, Option<i64>>) -> Prepared {
     let mut by_partition: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
     for m in messages {
-        let Some(exp) = expected.get(&m.partition) else { continue };
+        let Some(exp) = expected.get(&m.partition) else {
+            continue;
+        };
         if m.offset < exp.unwrap_or(0) {
             continue;
         }
@@ -95,7 +102,12 @@ fn prepare(messages: Vec<Message>, expected: &HashMap<i32, Option<i64>>) -> Prep
         let exp = expected.get(&partition).copied().flatten();
         if let (Some(e), Some(first)) = (exp, msgs.first()) {
             if first.offset > e {
-                tracing::warn!(partition, expected = e, first = first.offset, "offsets skipped on the bus (retention or compaction?)");
+                tracing::warn!(
+                    partition,
+                    expected = e,
+                    first = first.offset,
+                    "offsets skipped on the bus (retention or compaction?)"
+                );
             }
         }
         let next = msgs.last().map_or(0, |m| m.offset + 1);
@@ -108,14 +120,27 @@ fn prepare(messages: Vec<Message>, expected: &HashMap<i32, Option<i64>>) -> Prep
                         RecordError::UnsupportedVersion(_) => "unsupported_version",
                     };
                     metrics::counter!(names::UNDECODABLE_RECORDS, "reason" => reason).increment(1);
-                    tracing::error!(partition, offset = m.offset, error = &e as &dyn std::error::Error, "skipping a record that cannot be decoded");
+                    tracing::error!(
+                        partition,
+                        offset = m.offset,
+                        error = &e as &dyn std::error::Error,
+                        "skipping a record that cannot be decoded"
+                    );
                 }
             }
         }
-        advances.push(PositionAdvance { partition, expected: exp, next });
+        advances.push(PositionAdvance {
+            partition,
+            expected: exp,
+            next,
+        });
     }
     let consumed = readings.len();
-    Prepared { advances, readings: last_write_wins(readings), consumed }
+    Prepared {
+        advances,
+        readings: last_write_wins(readings),
+        consumed,
+    }
 }
 
 /// Runs the aggregator loop until `shutdown` is cancelled. Store failures are retried (the batch is never
@@ -133,7 +158,10 @@ pub fn run(
         let polled = match consumer.poll_batch(settings.batch_max_records, settings.linger) {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, "polling the bus failed");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "polling the bus failed"
+                );
                 pause(shutdown, Duration::from_secs(1));
                 continue;
             }
@@ -158,7 +186,9 @@ pub fn run(
             advances: prepared.advances.clone(),
             readings: prepared.readings,
         };
-        let Some(outcome) = apply_with_retry(&store, handle, batch, shutdown) else { break };
+        let Some(outcome) = apply_with_retry(&store, handle, batch, shutdown) else {
+            break;
+        };
         match outcome {
             ApplyOutcome::Applied { changed } => {
                 for a in &prepared.advances {
@@ -172,7 +202,15 @@ pub fn run(
                 metrics::counter!(names::FENCED_BATCHES).increment(1);
                 tracing::warn!(partition, "batch fenced: another consumer advanced the partition; re-reading from the stored position");
                 let partitions: Vec<i32> = prepared.advances.iter().map(|a| a.partition).collect();
-                resync(consumer, &store, handle, settings, &partitions, &mut expected, shutdown);
+                resync(
+                    consumer,
+                    &store,
+                    handle,
+                    settings,
+                    &partitions,
+                    &mut expected,
+                    shutdown,
+                );
             }
         }
     }
@@ -192,7 +230,8 @@ fn apply_with_retry(
         match handle.block_on(store.apply(batch.clone())) {
             Ok(outcome) => {
                 metrics::histogram!(names::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
-                metrics::histogram!(names::FLUSH_BATCH_READINGS).record(batch.readings.len() as f64);
+                metrics::histogram!(names::FLUSH_BATCH_READINGS)
+                    .record(batch.readings.len() as f64);
                 return Some(outcome);
             }
             Err(e) => {
@@ -232,13 +271,20 @@ fn resync(
                     let pos = stored.get(p).copied();
                     expected.insert(*p, pos);
                     if let Err(e) = consumer.seek(*p, pos) {
-                        tracing::error!(partition = *p, error = &e as &dyn std::error::Error, "seek failed");
+                        tracing::error!(
+                            partition = *p,
+                            error = &e as &dyn std::error::Error,
+                            "seek failed"
+                        );
                     }
                 }
                 return;
             }
             Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, "reading positions failed");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "reading positions failed"
+                );
                 if pause(shutdown, Duration::from_secs(1)) {
                     return;
                 }
@@ -271,29 +317,58 @@ mod tests {
     use reporting_core::record::encode;
 
     fn msg(partition: i32, offset: i64, device: &str, ts_ms: i64, value: f64) -> Message {
-        let r = Reading { tenant: "t".into(), device: device.into(), metric: "m".into(), ts_ms, value };
-        Message { partition, offset, value: encode("t", device, &[&r]) }
+        let r = Reading {
+            tenant: "t".into(),
+            device: device.into(),
+            metric: "m".into(),
+            ts_ms,
+            value,
+        };
+        Message {
+            partition,
+            offset,
+            value: encode("t", device, &[&r]),
+        }
     }
 
     #[test]
     fn prepare_skips_applied_offsets_and_advances_past_the_last() {
         let expected = HashMap::from([(0, Some(5)), (1, None)]);
-        let messages = vec![msg(0, 4, "a", 1, 1.0), msg(0, 5, "a", 2, 2.0), msg(1, 0, "b", 1, 3.0), msg(2, 9, "c", 1, 4.0)];
+        let messages = vec![
+            msg(0, 4, "a", 1, 1.0),
+            msg(0, 5, "a", 2, 2.0),
+            msg(1, 0, "b", 1, 3.0),
+            msg(2, 9, "c", 1, 4.0),
+        ];
         let p = prepare(messages, &expected);
         assert_eq!(
             p.advances,
             vec![
-                PositionAdvance { partition: 0, expected: Some(5), next: 6 },
-                PositionAdvance { partition: 1, expected: None, next: 1 },
+                PositionAdvance {
+                    partition: 0,
+                    expected: Some(5),
+                    next: 6
+                },
+                PositionAdvance {
+                    partition: 1,
+                    expected: None,
+                    next: 1
+                },
             ]
         );
-        assert_eq!(p.readings.iter().map(|r| r.value).collect::<Vec<_>>(), vec![2.0, 3.0]);
+        assert_eq!(
+            p.readings.iter().map(|r| r.value).collect::<Vec<_>>(),
+            vec![2.0, 3.0]
+        );
     }
 
     #[test]
     fn prepare_keeps_the_last_write_of_an_identity_by_offset() {
         let expected = HashMap::from([(0, None)]);
-        let p = prepare(vec![msg(0, 1, "a", 7, 2.0), msg(0, 0, "a", 7, 1.0)], &expected);
+        let p = prepare(
+            vec![msg(0, 1, "a", 7, 2.0), msg(0, 0, "a", 7, 1.0)],
+            &expected,
+        );
         assert_eq!(p.readings.len(), 1);
         assert_eq!(p.readings[0].value, 2.0);
         assert_eq!(p.consumed, 2);
@@ -302,7 +377,14 @@ mod tests {
     #[test]
     fn undecodable_record_advances_the_position_without_readings() {
         let expected = HashMap::from([(0, Some(0))]);
-        let p = prepare(vec![Message { partition: 0, offset: 0, value: b"not json".to_vec() }], &expected);
+        let p = prepare(
+            vec![Message {
+                partition: 0,
+                offset: 0,
+                value: b"not json".to_vec(),
+            }],
+            &expected,
+        );
         assert!(p.readings.is_empty());
         assert_eq!(p.advances[0].next, 1);
     }

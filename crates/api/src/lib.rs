@@ -43,7 +43,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices", get(series::get_devices))
         .route("/v1/metrics", get(series::get_metrics))
         .with_state(state)
-        .layer(axum::middleware::from_fn(|req, next| reporting_observe::admin::count_requests("api", req, next)))
+        .layer(axum::middleware::from_fn(|req, next| {
+            reporting_observe::admin::count_requests("api", req, next)
+        }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
@@ -52,15 +54,25 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// An error answer: `{"error": code, "message": …}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": code, "message": message.into() }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
 }
 
 pub(crate) fn store_failed(e: &reporting_store::StoreError) -> Response {
     tracing::error!(error = e as &dyn std::error::Error, "store query failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store could not answer; retry later")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the store could not answer; retry later",
+    )
 }

@@ -16,13 +16,17 @@ pub(crate) struct SeriesParams {
     pub(crate) csv: bool,
 }
 
-const SERIES_PARAMS: [&str; 7] = ["tenant", "device", "metric", "interval", "from", "to", "format"];
+const SERIES_PARAMS: [&str; 7] = [
+    "tenant", "device", "metric", "interval", "from", "to", "format",
+];
 
 fn parse_time(name: &str, raw: &str) -> Result<i64, String> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(ms);
     }
-    parse_rfc3339_ms(raw).ok_or_else(|| format!("{name}={raw:?} is neither RFC 3339 (2013-03-01T00:00:00Z) nor epoch milliseconds"))
+    parse_rfc3339_ms(raw).ok_or_else(|| {
+        format!("{name}={raw:?} is neither RFC 3339 (2013-03-01T00:00:00Z) nor epoch milliseconds")
+    })
 }
 
 /// Checks the parameters; every problem is listed in the error.
@@ -34,7 +38,10 @@ pub(crate) fn series_params(
     let mut problems = Vec::new();
     for k in q.keys() {
         if !SERIES_PARAMS.contains(&k.as_str()) {
-            problems.push(format!("unknown parameter {k:?} (known: {})", SERIES_PARAMS.join(", ")));
+            problems.push(format!(
+                "unknown parameter {k:?} (known: {})",
+                SERIES_PARAMS.join(", ")
+            ));
         }
     }
     let mut required = |name: &str| match q.get(name).map(|s| s.trim()) {
@@ -82,8 +89,19 @@ pub(crate) fn series_params(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let tenant = q.get("tenant").cloned().unwrap_or_else(|| default_tenant.to_string());
-    Ok(SeriesParams { tenant, device, metric, interval, from_ms, to_ms, csv })
+    let tenant = q
+        .get("tenant")
+        .cloned()
+        .unwrap_or_else(|| default_tenant.to_string());
+    Ok(SeriesParams {
+        tenant,
+        device,
+        metric,
+        interval,
+        from_ms,
+        to_ms,
+        csv,
+    })
 }
 
 #[cfg(test)]
@@ -91,13 +109,22 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn complete_query_is_parsed_with_rfc3339_and_millisecond_times() {
         let p = series_params(
-            &q(&[("device", "Dongsi"), ("metric", "PM2.5"), ("interval", "1d"), ("from", "2013-03-01T00:00:00+08:00"), ("to", "1362200000000")]),
+            &q(&[
+                ("device", "Dongsi"),
+                ("metric", "PM2.5"),
+                ("interval", "1d"),
+                ("from", "2013-03-01T00:00:00+08:00"),
+                ("to", "1362200000000"),
+            ]),
             "default",
             false,
         )
@@ -111,8 +138,12 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed() {
-        let problems = series_params(&q(&[("interval", "5m"), ("from", "soon"), ("colour", "red")]), "d", false)
-            .expect_err("invalid");
+        let problems = series_params(
+            &q(&[("interval", "5m"), ("from", "soon"), ("colour", "red")]),
+            "d",
+            false,
+        )
+        .expect_err("invalid");
         assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("device is required")));
         assert!(problems.iter().any(|p| p.contains("\"colour\"")));

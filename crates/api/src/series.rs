@@ -28,7 +28,13 @@ pub(crate) async fn get_series(
 ) -> Response {
     let p = match series_params(&q, &state.settings.default_tenant, wants_csv(&headers)) {
         Ok(p) => p,
-        Err(problems) => return error(StatusCode::BAD_REQUEST, "invalid_query", problems.join("; ")),
+        Err(problems) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                problems.join("; "),
+            )
+        }
     };
     let max = state.settings.max_buckets;
     let query = SeriesQuery {
@@ -57,7 +63,10 @@ pub(crate) async fn get_series(
                 return error(
                     StatusCode::NOT_FOUND,
                     "unknown_series",
-                    format!("no series {}/{}/{}; see /v1/devices and /v1/metrics?device=…", p.tenant, p.device, p.metric),
+                    format!(
+                        "no series {}/{}/{}; see /v1/devices and /v1/metrics?device=…",
+                        p.tenant, p.device, p.metric
+                    ),
                 )
             }
             Ok(_) => {}
@@ -65,7 +74,11 @@ pub(crate) async fn get_series(
         }
     }
     if p.csv {
-        return ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv(&buckets)).into_response();
+        return (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            csv(&buckets),
+        )
+            .into_response();
     }
     let rows: Vec<serde_json::Value> = buckets.iter().map(bucket_json).collect();
     Json(json!({
@@ -119,19 +132,39 @@ fn csv(buckets: &[Bucket]) -> String {
 pub(crate) async fn get_devices(State(state): State<ApiState>) -> Response {
     match state.store.devices().await {
         Ok(devices) => {
-            let list: Vec<_> = devices.iter().map(|d| json!({ "tenant": d.tenant, "device": d.device })).collect();
+            let list: Vec<_> = devices
+                .iter()
+                .map(|d| json!({ "tenant": d.tenant, "device": d.device }))
+                .collect();
             Json(json!({ "devices": list })).into_response()
         }
         Err(e) => store_failed(&e),
     }
 }
 
-pub(crate) async fn get_metrics(State(state): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Some(unknown) = q.keys().find(|k| !["tenant", "device"].contains(&k.as_str())) {
-        return error(StatusCode::BAD_REQUEST, "invalid_query", format!("unknown parameter {unknown:?} (known: tenant, device)"));
+pub(crate) async fn get_metrics(
+    State(state): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(unknown) = q
+        .keys()
+        .find(|k| !["tenant", "device"].contains(&k.as_str()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("unknown parameter {unknown:?} (known: tenant, device)"),
+        );
     }
-    let tenant = q.get("tenant").cloned().unwrap_or_else(|| state.settings.default_tenant.clone());
-    match state.store.metrics(&tenant, q.get("device").map(String::as_str)).await {
+    let tenant = q
+        .get("tenant")
+        .cloned()
+        .unwrap_or_else(|| state.settings.default_tenant.clone());
+    match state
+        .store
+        .metrics(&tenant, q.get("device").map(String::as_str))
+        .await
+    {
         Ok(metrics) => Json(json!({ "metrics": metrics })).into_response(),
         Err(e) => store_failed(&e),
     }
@@ -144,10 +177,16 @@ mod tests {
 
     #[test]
     fn csv_has_a_header_and_one_line_per_bucket() {
-        let b = Bucket { start_ms: 0, rollup: Rollup::of_reading(1_000, 2.5) };
+        let b = Bucket {
+            start_ms: 0,
+            rollup: Rollup::of_reading(1_000, 2.5),
+        };
         let text = csv(&[b]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "start,count,sum,min,max,avg,first,first_at,last,last_at");
+        assert_eq!(
+            lines[0],
+            "start,count,sum,min,max,avg,first,first_at,last,last_at"
+        );
         assert_eq!(lines[1], "1970-01-01T00:00:00Z,1,2.5,2.5,2.5,2.5,2.5,1970-01-01T00:00:01Z,2.5,1970-01-01T00:00:01Z");
     }
 }

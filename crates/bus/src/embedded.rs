@@ -51,7 +51,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl EmbeddedLog {
     /// Opens (or creates with `partitions` partitions) the log in `dir`. An existing log keeps its own count.
     pub fn open(dir: &Path, partitions: u32) -> Result<EmbeddedLog, BusError> {
-        fs::create_dir_all(dir).map_err(|e| BusError::io(format!("creating {}", dir.display()), e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| BusError::io(format!("creating {}", dir.display()), e))?;
         let lock_path = dir.join("lock");
         let lock_file = OpenOptions::new()
             .create(true)
@@ -78,11 +79,17 @@ impl EmbeddedLog {
             Err(e) => return Err(BusError::io(format!("reading {}", count_path.display()), e)),
         };
         if count != partitions {
-            tracing::warn!(existing = count, configured = partitions, "embedded log keeps the partition count it was created with");
+            tracing::warn!(
+                existing = count,
+                configured = partitions,
+                "embedded log keeps the partition count it was created with"
+            );
         }
         let mut files = Vec::with_capacity(count as usize);
         for p in 0..count {
-            files.push(Mutex::new(PartitionFile::open(&dir.join(format!("partition-{p}.log")))?));
+            files.push(Mutex::new(PartitionFile::open(
+                &dir.join(format!("partition-{p}.log")),
+            )?));
         }
         sync_dir(dir)?;
         Ok(EmbeddedLog {
@@ -115,12 +122,19 @@ impl EmbeddedLog {
     pub fn append(&self, records: &[OutRecord]) -> Result<(), BusError> {
         let mut by_partition: BTreeMap<i32, Vec<&[u8]>> = BTreeMap::new();
         for r in records {
-            by_partition.entry(self.partition_for(&r.key)).or_default().push(&r.value);
+            by_partition
+                .entry(self.partition_for(&r.key))
+                .or_default()
+                .push(&r.value);
         }
         for (p, values) in by_partition {
             let mut part = lock(&self.inner.partitions[p as usize]);
-            part.append(&values)
-                .map_err(|e| BusError::io(format!("appending to partition {p} in {}", self.inner.dir.display()), e))?;
+            part.append(&values).map_err(|e| {
+                BusError::io(
+                    format!("appending to partition {p} in {}", self.inner.dir.display()),
+                    e,
+                )
+            })?;
         }
         *lock(&self.inner.appended) += 1;
         self.inner.wake.notify_all();
@@ -148,7 +162,10 @@ impl EmbeddedLog {
             }
             let last = (first + max).min(part.positions.len());
             let end_pos = part.positions.get(last).copied().unwrap_or(part.end);
-            let file = part.file.try_clone().map_err(|e| BusError::io("cloning a partition handle", e))?;
+            let file = part
+                .file
+                .try_clone()
+                .map_err(|e| BusError::io("cloning a partition handle", e))?;
             (file, part.positions[first], end_pos, first)
         };
         let mut buf = vec![0u8; (end_pos - start) as usize];
@@ -160,7 +177,11 @@ impl EmbeddedLog {
         while at + HEADER <= buf.len() {
             let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
             let value = buf[at + HEADER..at + HEADER + len].to_vec();
-            out.push(Message { partition, offset, value });
+            out.push(Message {
+                partition,
+                offset,
+                value,
+            });
             at += HEADER + len;
             offset += 1;
         }
@@ -200,9 +221,13 @@ impl PartitionFile {
         let mut positions = Vec::new();
         let mut at = 0usize;
         while at + HEADER <= bytes.len() {
-            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-            let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-            let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
+            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                as usize;
+            let crc =
+                u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+            let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
+                break;
+            };
             if crc32fast::hash(payload) != crc {
                 break;
             }
@@ -220,7 +245,11 @@ impl PartitionFile {
                 .and_then(|()| file.sync_all())
                 .map_err(|e| BusError::io(format!("truncating {}", path.display()), e))?;
         }
-        Ok(PartitionFile { file, positions, end: at as u64 })
+        Ok(PartitionFile {
+            file,
+            positions,
+            end: at as u64,
+        })
     }
 
     fn append(&mut self, values: &[&[u8]]) -> std::io::Result<()> {
@@ -228,14 +257,19 @@ impl PartitionFile {
         let mut buf = Vec::with_capacity(total);
         let mut new_positions = Vec::with_capacity(values.len());
         for v in values {
-            let len = u32::try_from(v.len())
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "record larger than 4 GiB"))?;
+            let len = u32::try_from(v.len()).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "record larger than 4 GiB")
+            })?;
             new_positions.push(self.end + buf.len() as u64);
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(v).to_le_bytes());
             buf.extend_from_slice(v);
         }
-        if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+        {
             // Cut whatever part was written so the next append starts on a frame boundary.
             let _ignored = self.file.set_len(self.end);
             return Err(e);
@@ -247,7 +281,8 @@ impl PartitionFile {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BusError> {
-    let mut f = File::create(path).map_err(|e| BusError::io(format!("creating {}", path.display()), e))?;
+    let mut f =
+        File::create(path).map_err(|e| BusError::io(format!("creating {}", path.display()), e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| BusError::io(format!("writing {}", path.display()), e))
@@ -265,7 +300,10 @@ impl Publisher for EmbeddedLog {
         async move {
             tokio::task::spawn_blocking(move || log.append(&records))
                 .await
-                .map_err(|e| BusError::Unavailable { context: "append task failed".into(), source: Some(Box::new(e)) })?
+                .map_err(|e| BusError::Unavailable {
+                    context: "append task failed".into(),
+                    source: Some(Box::new(e)),
+                })?
         }
         .boxed()
     }
@@ -287,7 +325,12 @@ pub struct EmbeddedConsumer {
 impl EmbeddedConsumer {
     /// A consumer that asks `source` for the stored positions when it starts.
     pub fn new(log: EmbeddedLog, source: Arc<dyn PositionSource>) -> Self {
-        EmbeddedConsumer { log, source, next: HashMap::new(), cursor: 0 }
+        EmbeddedConsumer {
+            log,
+            source,
+            next: HashMap::new(),
+            cursor: 0,
+        }
     }
 }
 
@@ -296,10 +339,13 @@ impl Consumer for EmbeddedConsumer {
         let mut polled = Polled::default();
         if self.next.is_empty() {
             let partitions: Vec<i32> = (0..self.log.partition_count() as i32).collect();
-            let stored = self.source.positions(&partitions).map_err(|e| BusError::Unavailable {
-                context: format!("loading stored positions: {e}"),
-                source: None,
-            })?;
+            let stored = self
+                .source
+                .positions(&partitions)
+                .map_err(|e| BusError::Unavailable {
+                    context: format!("loading stored positions: {e}"),
+                    source: None,
+                })?;
             for p in partitions {
                 let pos = stored.get(&p).copied();
                 self.next.insert(p, pos.unwrap_or(0));
@@ -325,7 +371,10 @@ impl Consumer for EmbeddedConsumer {
             }
             self.cursor = (self.cursor + 1) % count.max(1);
             let now = Instant::now();
-            if polled.messages.len() >= max_messages || now >= deadline || !polled.messages.is_empty() {
+            if polled.messages.len() >= max_messages
+                || now >= deadline
+                || !polled.messages.is_empty()
+            {
                 return Ok(polled);
             }
             self.log.wait_for_append(seen, deadline - now);
@@ -340,8 +389,11 @@ impl Consumer for EmbeddedConsumer {
     fn applied(&mut self, _partition: i32, _next_offset: i64) {}
 
     fn lag(&mut self) -> Vec<(i32, i64)> {
-        let mut out: Vec<(i32, i64)> =
-            self.next.iter().map(|(p, n)| (*p, (self.log.end_offset(*p) - n).max(0))).collect();
+        let mut out: Vec<(i32, i64)> = self
+            .next
+            .iter()
+            .map(|(p, n)| (*p, (self.log.end_offset(*p) - n).max(0)))
+            .collect();
         out.sort_unstable();
         out
     }
@@ -359,7 +411,10 @@ mod tests {
     }
 
     fn rec(key: &str, value: &str) -> OutRecord {
-        OutRecord { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() }
+        OutRecord {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -371,9 +426,18 @@ mod tests {
             log.append(&[rec("a", "3")]).expect("append");
         }
         let log = EmbeddedLog::open(dir.path(), 8).expect("reopen");
-        assert_eq!(log.partition_count(), 3, "the count chosen at creation is kept");
+        assert_eq!(
+            log.partition_count(),
+            3,
+            "the count chosen at creation is kept"
+        );
         let p = log.partition_for(b"a");
-        let values: Vec<Vec<u8>> = log.read(p, 0, 10).expect("read").into_iter().map(|m| m.value).collect();
+        let values: Vec<Vec<u8>> = log
+            .read(p, 0, 10)
+            .expect("read")
+            .into_iter()
+            .map(|m| m.value)
+            .collect();
         assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
         assert_eq!(log.read(p, 1, 1).expect("read")[0].offset, 1);
     }
@@ -389,12 +453,22 @@ mod tests {
         }
         let path = dir.path().join(format!("partition-{p}.log"));
         // A crash in the middle of an unacknowledged append: a header promising 100 bytes, 3 bytes written.
-        let mut f = OpenOptions::new().append(true).open(&path).expect("open file");
-        f.write_all(&100u32.to_le_bytes()).and_then(|()| f.write_all(&[0, 0, 0, 0, 1, 2, 3])).expect("write");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open file");
+        f.write_all(&100u32.to_le_bytes())
+            .and_then(|()| f.write_all(&[0, 0, 0, 0, 1, 2, 3]))
+            .expect("write");
         drop(f);
         let log = EmbeddedLog::open(dir.path(), 1).expect("reopen");
         log.append(&[rec("k", "next")]).expect("append");
-        let values: Vec<Vec<u8>> = log.read(p, 0, 10).expect("read").into_iter().map(|m| m.value).collect();
+        let values: Vec<Vec<u8>> = log
+            .read(p, 0, 10)
+            .expect("read")
+            .into_iter()
+            .map(|m| m.value)
+            .collect();
         assert_eq!(values, vec![b"kept".to_vec(), b"next".to_vec()]);
     }
 
@@ -403,7 +477,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let log = EmbeddedLog::open(dir.path(), 1).expect("open");
-            log.append(&[rec("k", "good"), rec("k", "flip")]).expect("append");
+            log.append(&[rec("k", "good"), rec("k", "flip")])
+                .expect("append");
         }
         let path = dir.path().join("partition-0.log");
         let mut bytes = fs::read(&path).expect("read");
@@ -418,22 +493,34 @@ mod tests {
     fn second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _log = EmbeddedLog::open(dir.path(), 1).expect("open");
-        assert!(matches!(EmbeddedLog::open(dir.path(), 1), Err(BusError::Locked(_))));
+        assert!(matches!(
+            EmbeddedLog::open(dir.path(), 1),
+            Err(BusError::Locked(_))
+        ));
     }
 
     #[test]
     fn consumer_assigns_every_partition_then_reads_from_its_positions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = EmbeddedLog::open(dir.path(), 2).expect("open");
-        log.append(&[rec("x", "1"), rec("y", "2"), rec("z", "3")]).expect("append");
+        log.append(&[rec("x", "1"), rec("y", "2"), rec("z", "3")])
+            .expect("append");
         let mut consumer = EmbeddedConsumer::new(log.clone(), Arc::new(NoPositions));
-        let first = consumer.poll_batch(100, Duration::from_millis(10)).expect("poll");
+        let first = consumer
+            .poll_batch(100, Duration::from_millis(10))
+            .expect("poll");
         assert_eq!(first.assigned.len(), 2);
         assert_eq!(first.messages.len(), 3);
-        let empty = consumer.poll_batch(100, Duration::from_millis(10)).expect("poll");
+        let empty = consumer
+            .poll_batch(100, Duration::from_millis(10))
+            .expect("poll");
         assert!(empty.messages.is_empty());
-        consumer.seek(log.partition_for(b"x"), Some(0)).expect("seek");
-        let again = consumer.poll_batch(100, Duration::from_millis(10)).expect("poll");
+        consumer
+            .seek(log.partition_for(b"x"), Some(0))
+            .expect("seek");
+        let again = consumer
+            .poll_batch(100, Duration::from_millis(10))
+            .expect("poll");
         assert!(again.messages.iter().any(|m| m.value == b"1"));
     }
 }

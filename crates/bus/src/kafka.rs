@@ -44,10 +44,20 @@ impl KafkaSettings {
 }
 
 /// Creates the topic with `partitions` partitions unless it exists.
-pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32, replication: i32) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().map_err(|e| BusError::kafka("creating the admin client", e))?;
-    let topic = NewTopic::new(&settings.topic, partitions, TopicReplication::Fixed(replication));
+pub async fn ensure_topic(
+    settings: &KafkaSettings,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()
+        .create()
+        .map_err(|e| BusError::kafka("creating the admin client", e))?;
+    let topic = NewTopic::new(
+        &settings.topic,
+        partitions,
+        TopicReplication::Fixed(replication),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&topic], &opts)
@@ -57,7 +67,10 @@ pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32, replication
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(BusError::kafka(format!("creating topic {name}"), KafkaError::AdminOp(code)));
+                return Err(BusError::kafka(
+                    format!("creating topic {name}"),
+                    KafkaError::AdminOp(code),
+                ));
             }
         }
     }
@@ -86,8 +99,14 @@ impl KafkaPublisher {
         for (k, v) in &settings.properties {
             c.set(k, v);
         }
-        let producer: FutureProducer = c.create().map_err(|e| BusError::kafka("creating the producer", e))?;
-        Ok(KafkaPublisher { producer, topic: settings.topic.clone(), timeout })
+        let producer: FutureProducer = c
+            .create()
+            .map_err(|e| BusError::kafka("creating the producer", e))?;
+        Ok(KafkaPublisher {
+            producer,
+            topic: settings.topic.clone(),
+            timeout,
+        })
     }
 }
 
@@ -95,14 +114,22 @@ impl Publisher for KafkaPublisher {
     fn publish(&self, records: Vec<OutRecord>) -> BoxFuture<'_, Result<(), BusError>> {
         async move {
             let sends = records.iter().map(|r| {
-                let headers = OwnedHeaders::new().insert(Header { key: "format", value: Some(FORMAT_NAME) });
-                let record = FutureRecord::to(&self.topic).key(&r.key).payload(&r.value).headers(headers);
-                self.producer.send(record, Timeout::After(self.timeout)).map(|res| {
-                    res.map(|_| ()).map_err(|(e, _)| BusError::Unavailable {
-                        context: "kafka did not acknowledge a record".into(),
-                        source: Some(Box::new(e)),
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "format",
+                    value: Some(FORMAT_NAME),
+                });
+                let record = FutureRecord::to(&self.topic)
+                    .key(&r.key)
+                    .payload(&r.value)
+                    .headers(headers);
+                self.producer
+                    .send(record, Timeout::After(self.timeout))
+                    .map(|res| {
+                        res.map(|_| ()).map_err(|(e, _)| BusError::Unavailable {
+                            context: "kafka did not acknowledge a record".into(),
+                            source: Some(Box::new(e)),
+                        })
                     })
-                })
             });
             try_join_all(sends).await.map(|_| ())
         }
@@ -121,7 +148,10 @@ impl Publisher for KafkaPublisher {
                     .map_err(|e| BusError::kafka("fetching metadata", e))
             })
             .await
-            .map_err(|e| BusError::Unavailable { context: "metadata task failed".into(), source: Some(Box::new(e)) })?
+            .map_err(|e| BusError::Unavailable {
+                context: "metadata task failed".into(),
+                source: Some(Box::new(e)),
+            })?
         }
         .boxed()
     }
@@ -149,7 +179,11 @@ impl ConsumerContext for Context {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr as E;
-        let partitions: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let stored = self.load_positions(&partitions);
@@ -166,14 +200,20 @@ impl ConsumerContext for Context {
                     tracing::error!(error = %e, "assigning partitions failed");
                 }
                 tracing::info!(partitions = ?partitions, "partitions assigned");
-                self.events.lock().unwrap_or_else(PoisonError::into_inner).push(Event::Assigned(assigned));
+                self.events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Event::Assigned(assigned));
             }
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 if let Err(e) = base_consumer.unassign() {
                     tracing::error!(error = %e, "unassigning partitions failed");
                 }
                 tracing::info!(partitions = ?partitions, "partitions revoked");
-                self.events.lock().unwrap_or_else(PoisonError::into_inner).push(Event::Revoked(partitions));
+                self.events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Event::Revoked(partitions));
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed");
@@ -213,7 +253,11 @@ pub struct KafkaConsumer {
 
 impl KafkaConsumer {
     /// Joins `group` on the topic; `source` provides the stored positions at every assignment.
-    pub fn new(settings: &KafkaSettings, group: &str, source: Arc<dyn PositionSource>) -> Result<Self, BusError> {
+    pub fn new(
+        settings: &KafkaSettings,
+        group: &str,
+        source: Arc<dyn PositionSource>,
+    ) -> Result<Self, BusError> {
         let mut c = settings.client_config();
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -225,9 +269,14 @@ impl KafkaConsumer {
         for (k, v) in &settings.properties {
             c.set(k, v);
         }
-        let context = Context { topic: settings.topic.clone(), source, events: Mutex::new(Vec::new()) };
-        let consumer: BaseConsumer<Context> =
-            c.create_with_context(context).map_err(|e| BusError::kafka("creating the consumer", e))?;
+        let context = Context {
+            topic: settings.topic.clone(),
+            source,
+            events: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<Context> = c
+            .create_with_context(context)
+            .map_err(|e| BusError::kafka("creating the consumer", e))?;
         consumer
             .subscribe(&[&settings.topic])
             .map_err(|e| BusError::kafka(format!("subscribing to {}", settings.topic), e))?;
@@ -241,7 +290,14 @@ impl KafkaConsumer {
     }
 
     fn drain_events(&mut self, polled: &mut Polled) {
-        let events = std::mem::take(&mut *self.consumer.context().events.lock().unwrap_or_else(PoisonError::into_inner));
+        let events = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         for event in events {
             match event {
                 Event::Assigned(ps) => {
@@ -271,7 +327,11 @@ impl Consumer for KafkaConsumer {
         while polled.messages.len() < max_messages {
             let now = Instant::now();
             // Once something arrived, only drain what is already fetched.
-            let wait = if polled.messages.is_empty() { deadline.saturating_duration_since(now) } else { Duration::ZERO };
+            let wait = if polled.messages.is_empty() {
+                deadline.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
             let next = self.consumer.poll(wait).map(|r| {
                 r.map(|m| Message {
                     partition: m.partition(),
@@ -314,7 +374,10 @@ impl Consumer for KafkaConsumer {
     fn applied(&mut self, partition: i32, next_offset: i64) {
         self.assigned.insert(partition, next_offset);
         let mut tpl = TopicPartitionList::new();
-        if tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset)).is_ok() {
+        if tpl
+            .add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
+            .is_ok()
+        {
             // Informational only (for Kafka's own lag tools); the store holds the authoritative position.
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!(error = %e, "informational offset commit failed");
@@ -323,12 +386,17 @@ impl Consumer for KafkaConsumer {
     }
 
     fn lag(&mut self) -> Vec<(i32, i64)> {
-        let stale = self.last_lag_check.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+        let stale = self
+            .last_lag_check
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5));
         if stale {
             self.last_lag_check = Some(Instant::now());
             let mut lag = Vec::new();
             for (p, next) in &self.assigned {
-                if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(1)) {
+                if let Ok((_, high)) =
+                    self.consumer
+                        .fetch_watermarks(&self.topic, *p, Duration::from_secs(1))
+                {
                     lag.push((*p, (high - next).max(0)));
                 }
             }
@@ -341,8 +409,10 @@ impl Consumer for KafkaConsumer {
 
 /// The next offset (high watermark) of every partition of the topic. Blocking.
 pub fn end_offsets(settings: &KafkaSettings) -> Result<HashMap<i32, i64>, BusError> {
-    let consumer: BaseConsumer =
-        settings.client_config().create().map_err(|e| BusError::kafka("creating a metadata client", e))?;
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .create()
+        .map_err(|e| BusError::kafka("creating a metadata client", e))?;
     let metadata = consumer
         .fetch_metadata(Some(&settings.topic), Duration::from_secs(10))
         .map_err(|e| BusError::kafka(format!("fetching metadata of {}", settings.topic), e))?;
@@ -351,7 +421,9 @@ pub fn end_offsets(settings: &KafkaSettings) -> Result<HashMap<i32, i64>, BusErr
         for p in topic.partitions() {
             let (_, high) = consumer
                 .fetch_watermarks(&settings.topic, p.id(), Duration::from_secs(10))
-                .map_err(|e| BusError::kafka(format!("fetching watermarks of partition {}", p.id()), e))?;
+                .map_err(|e| {
+                    BusError::kafka(format!("fetching watermarks of partition {}", p.id()), e)
+                })?;
             out.insert(p.id(), high);
         }
     }

@@ -112,10 +112,16 @@ pub enum BusError {
 
 impl BusError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        BusError::Io { context: context.into(), source }
+        BusError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub(crate) fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
-        BusError::Kafka { context: context.into(), source }
+        BusError::Kafka {
+            context: context.into(),
+            source,
+        }
     }
 }

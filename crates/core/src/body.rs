@@ -63,7 +63,10 @@ fn trim(mut b: &[u8]) -> &[u8] {
 /// gives an empty piece that validation rejects.
 pub fn split_json_array(body: &[u8]) -> Result<Vec<Piece<'_>>, BodyError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
     if body.get(start) != Some(&b'[') {
         let found = String::from_utf8_lossy(&body[start..body.len().min(start + 16)]).into_owned();
         return Err(BodyError::NotAnArray { found });
@@ -96,16 +99,24 @@ pub fn split_json_array(body: &[u8]) -> Result<Vec<Piece<'_>>, BodyError> {
                         }
                         let last = trim(&body[element_start..i]);
                         if !last.is_empty() || !pieces.is_empty() {
-                            pieces.push(Piece { index: pieces.len(), bytes: last });
+                            pieces.push(Piece {
+                                index: pieces.len(),
+                                bytes: last,
+                            });
                         }
-                        if let Some(off) = body[i + 1..].iter().position(|b| !b.is_ascii_whitespace()) {
+                        if let Some(off) =
+                            body[i + 1..].iter().position(|b| !b.is_ascii_whitespace())
+                        {
                             return Err(BodyError::TrailingContent { at: i + 1 + off });
                         }
                         return Ok(pieces);
                     }
                 }
                 b',' if depth == 1 => {
-                    pieces.push(Piece { index: pieces.len(), bytes: trim(&body[element_start..i]) });
+                    pieces.push(Piece {
+                        index: pieces.len(),
+                        bytes: trim(&body[element_start..i]),
+                    });
                     element_start = i + 1;
                 }
                 _ => {}
@@ -120,7 +131,10 @@ pub fn split_json_array(body: &[u8]) -> Result<Vec<Piece<'_>>, BodyError> {
 pub fn split_ndjson(body: &[u8]) -> Vec<Piece<'_>> {
     body.split(|b| *b == b'\n')
         .enumerate()
-        .map(|(index, line)| Piece { index, bytes: trim(line) })
+        .map(|(index, line)| Piece {
+            index,
+            bytes: trim(line),
+        })
         .filter(|p| !p.bytes.is_empty())
         .collect()
 }
@@ -130,21 +144,30 @@ mod tests {
     use super::*;
 
     fn texts(pieces: &[Piece<'_>]) -> Vec<String> {
-        pieces.iter().map(|p| String::from_utf8_lossy(p.bytes).into_owned()).collect()
+        pieces
+            .iter()
+            .map(|p| String::from_utf8_lossy(p.bytes).into_owned())
+            .collect()
     }
 
     #[test]
     fn array_splits_at_top_level_commas_only() {
         let body = br#" [ {"a":[1,2],"s":"x,]}\"y"} , 5 ,{"b":{}} ] "#;
         let pieces = split_json_array(body).expect("valid array");
-        assert_eq!(texts(&pieces), vec![r#"{"a":[1,2],"s":"x,]}\"y"}"#, "5", r#"{"b":{}}"#]);
+        assert_eq!(
+            texts(&pieces),
+            vec![r#"{"a":[1,2],"s":"x,]}\"y"}"#, "5", r#"{"b":{}}"#]
+        );
         assert_eq!(pieces[2].index, 2);
     }
 
     #[test]
     fn empty_array_has_no_pieces_and_empty_elements_are_kept_for_rejection() {
         assert_eq!(split_json_array(b"[ ]").expect("empty"), vec![]);
-        assert_eq!(texts(&split_json_array(b"[1,,2,]").expect("splits")), vec!["1", "", "2", ""]);
+        assert_eq!(
+            texts(&split_json_array(b"[1,,2,]").expect("splits")),
+            vec!["1", "", "2", ""]
+        );
     }
 
     #[test]
@@ -157,11 +180,26 @@ mod tests {
 
     #[test]
     fn whole_body_errors_are_named() {
-        assert!(matches!(split_json_array(b"{\"a\":1}"), Err(BodyError::NotAnArray { .. })));
-        assert_eq!(split_json_array(b"[{\"a\":1}"), Err(BodyError::Unterminated));
-        assert_eq!(split_json_array(b"[1}"), Err(BodyError::Unbalanced { at: 2 }));
-        assert_eq!(split_json_array(b"[1] x"), Err(BodyError::TrailingContent { at: 4 }));
-        assert!(matches!(split_json_array(b""), Err(BodyError::NotAnArray { .. })));
+        assert!(matches!(
+            split_json_array(b"{\"a\":1}"),
+            Err(BodyError::NotAnArray { .. })
+        ));
+        assert_eq!(
+            split_json_array(b"[{\"a\":1}"),
+            Err(BodyError::Unterminated)
+        );
+        assert_eq!(
+            split_json_array(b"[1}"),
+            Err(BodyError::Unbalanced { at: 2 })
+        );
+        assert_eq!(
+            split_json_array(b"[1] x"),
+            Err(BodyError::TrailingContent { at: 4 })
+        );
+        assert!(matches!(
+            split_json_array(b""),
+            Err(BodyError::NotAnArray { .. })
+        ));
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock showing `now_ms`.
     pub fn new(now_ms: i64) -> Self {
-        Self { now_ms: AtomicI64::new(now_ms) }
+        Self {
+            now_ms: AtomicI64::new(now_ms),
+        }
     }
 
     /// Sets the time.

@@ -7,7 +7,8 @@ use crate::reading::Reading;
 /// Keeps, for each identity `(tenant, device, metric, ts)`, the reading that comes last in `batch` (the batch is
 /// in bus offset order, so "last" is the latest write). The survivors keep their relative order.
 pub fn last_write_wins(batch: Vec<Reading>) -> Vec<Reading> {
-    let mut last_index: HashMap<(&str, &str, &str, i64), usize> = HashMap::with_capacity(batch.len());
+    let mut last_index: HashMap<(&str, &str, &str, i64), usize> =
+        HashMap::with_capacity(batch.len());
     for (i, r) in batch.iter().enumerate() {
         last_index.insert((&r.tenant, &r.device, &r.metric, r.ts_ms), i);
     }
@@ -33,12 +34,23 @@ mod tests {
     use super::*;
 
     fn r(device: &str, ts_ms: i64, value: f64) -> Reading {
-        Reading { tenant: "t".into(), device: device.into(), metric: "m".into(), ts_ms, value }
+        Reading {
+            tenant: "t".into(),
+            device: device.into(),
+            metric: "m".into(),
+            ts_ms,
+            value,
+        }
     }
 
     #[test]
     fn later_write_of_the_same_identity_wins() {
-        let out = last_write_wins(vec![r("a", 1, 1.0), r("b", 1, 2.0), r("a", 1, 3.0), r("a", 2, 4.0)]);
+        let out = last_write_wins(vec![
+            r("a", 1, 1.0),
+            r("b", 1, 2.0),
+            r("a", 1, 3.0),
+            r("a", 2, 4.0),
+        ]);
         assert_eq!(out, vec![r("b", 1, 2.0), r("a", 1, 3.0), r("a", 2, 4.0)]);
     }
 

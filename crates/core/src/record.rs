@@ -58,7 +58,10 @@ pub fn encode(tenant: &str, device: &str, readings: &[&Reading]) -> Vec<u8> {
         v: VERSION,
         tenant,
         device,
-        readings: readings.iter().map(|r| (r.metric.as_str(), r.ts_ms, r.value)).collect(),
+        readings: readings
+            .iter()
+            .map(|r| (r.metric.as_str(), r.ts_ms, r.value))
+            .collect(),
     };
     // Serialising plain strings and finite floats cannot fail.
     serde_json::to_vec(&wire).unwrap_or_default()
@@ -88,7 +91,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Reading>, RecordError> {
 /// returning `(key, value)` pairs. Readings of one device keep their request order.
 pub fn encode_by_device(readings: &[Reading]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut groups: Vec<((&str, &str), Vec<&Reading>)> = Vec::new();
-    let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
     for r in readings {
         let k = (r.tenant.as_str(), r.device.as_str());
         let i = *index.entry(k).or_insert_with(|| {
@@ -111,12 +115,22 @@ mod tests {
     use super::*;
 
     fn r(device: &str, metric: &str, ts_ms: i64, value: f64) -> Reading {
-        Reading { tenant: "t".into(), device: device.into(), metric: metric.into(), ts_ms, value }
+        Reading {
+            tenant: "t".into(),
+            device: device.into(),
+            metric: metric.into(),
+            ts_ms,
+            value,
+        }
     }
 
     #[test]
     fn record_round_trips_values_bit_for_bit() {
-        let readings = vec![r("d", "PM2.5", 1, 0.1 + 0.2), r("d", "TEMP", 2, -1e-300), r("d", "x", 3, 1.7976931348623157e308)];
+        let readings = vec![
+            r("d", "PM2.5", 1, 0.1 + 0.2),
+            r("d", "TEMP", 2, -1e-300),
+            r("d", "x", 3, 1.7976931348623157e308),
+        ];
         let refs: Vec<&Reading> = readings.iter().collect();
         let decoded = decode(&encode("t", "d", &refs)).expect("decodes");
         assert_eq!(decoded, readings);
@@ -132,13 +146,20 @@ mod tests {
 
     #[test]
     fn unknown_version_is_refused() {
-        assert!(matches!(decode(br#"{"v":2,"whatever":true}"#), Err(RecordError::UnsupportedVersion(2))));
+        assert!(matches!(
+            decode(br#"{"v":2,"whatever":true}"#),
+            Err(RecordError::UnsupportedVersion(2))
+        ));
         assert!(matches!(decode(b"garbage"), Err(RecordError::Malformed(_))));
     }
 
     #[test]
     fn readings_are_grouped_per_device_in_order() {
-        let rs = vec![r("a", "m", 1, 1.0), r("b", "m", 1, 2.0), r("a", "m", 2, 3.0)];
+        let rs = vec![
+            r("a", "m", 1, 1.0),
+            r("b", "m", 1, 2.0),
+            r("a", "m", 2, 3.0),
+        ];
         let records = encode_by_device(&rs);
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].0, b"t/a".to_vec());

@@ -60,7 +60,9 @@ impl Interval {
 
 /// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds, truncating below the millisecond.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// Formats epoch milliseconds as RFC 3339 in UTC with millisecond precision when needed (`…Z`).
@@ -78,9 +80,18 @@ mod tests {
     #[test]
     fn bucket_start_floors_to_the_interval() {
         // 2013-03-01T00:59:59.999Z = 1362099599999 ms; its hour starts at 1362096000000 (00:00).
-        assert_eq!(Interval::Hour.bucket_start(1_362_099_599_999), 1_362_096_000_000);
-        assert_eq!(Interval::Minute.bucket_start(1_362_096_061_000), 1_362_096_060_000);
-        assert_eq!(Interval::Day.bucket_start(1_362_099_599_999), 1_362_096_000_000);
+        assert_eq!(
+            Interval::Hour.bucket_start(1_362_099_599_999),
+            1_362_096_000_000
+        );
+        assert_eq!(
+            Interval::Minute.bucket_start(1_362_096_061_000),
+            1_362_096_060_000
+        );
+        assert_eq!(
+            Interval::Day.bucket_start(1_362_099_599_999),
+            1_362_096_000_000
+        );
     }
 
     #[test]
@@ -95,14 +106,20 @@ mod tests {
         let expected = parse_rfc3339_ms("2013-02-28T16:00:00Z");
         assert_eq!(parse_rfc3339_ms("2013-03-01T00:00:00+08:00"), expected);
         assert_eq!(expected, Some(1_362_067_200_000));
-        assert_eq!(parse_rfc3339_ms("2013-03-01T00:00:00.1239Z"), Some(1_362_096_000_123));
+        assert_eq!(
+            parse_rfc3339_ms("2013-03-01T00:00:00.1239Z"),
+            Some(1_362_096_000_123)
+        );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 
     #[test]
     fn formatting_round_trips_milliseconds() {
         assert_eq!(format_rfc3339_ms(1_362_067_200_000), "2013-02-28T16:00:00Z");
-        assert_eq!(format_rfc3339_ms(1_362_067_200_123), "2013-02-28T16:00:00.123Z");
+        assert_eq!(
+            format_rfc3339_ms(1_362_067_200_123),
+            "2013-02-28T16:00:00.123Z"
+        );
         assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(-1)), Some(-1));
     }
 }

@@ -21,7 +21,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_future_ms: 300_000, max_past_ms: 10_000 * 86_400_000, max_name_bytes: 256 }
+        Limits {
+            max_future_ms: 300_000,
+            max_past_ms: 10_000 * 86_400_000,
+            max_name_bytes: 256,
+        }
     }
 }
 
@@ -96,7 +100,10 @@ pub struct Rejection {
 }
 
 fn reject(reason: RejectReason, message: impl Into<String>) -> Rejection {
-    Rejection { reason, message: message.into() }
+    Rejection {
+        reason,
+        message: message.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -124,32 +131,49 @@ pub fn validate_piece(
     let text = std::str::from_utf8(bytes).map_err(|e| {
         reject(
             RejectReason::InvalidUtf8,
-            format!("reading is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+            format!(
+                "reading is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     if text.is_empty() {
-        return Err(reject(RejectReason::InvalidJson, "empty element (stray comma?)"));
+        return Err(reject(
+            RejectReason::InvalidJson,
+            "empty element (stray comma?)",
+        ));
     }
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| json_rejection(text, &e))?;
 
     let missing: Vec<&str> = [
         ("device", wire.device.is_none()),
         ("metric", wire.metric.is_none()),
-        ("timestamp", wire.timestamp.is_none_or(|t| t.get() == "null")),
+        (
+            "timestamp",
+            wire.timestamp.is_none_or(|t| t.get() == "null"),
+        ),
         ("value", wire.value.is_none_or(|v| v.get() == "null")),
     ]
     .into_iter()
     .filter_map(|(name, absent)| absent.then_some(name))
     .collect();
     if !missing.is_empty() {
-        return Err(reject(RejectReason::MissingField, format!("missing field(s): {}", missing.join(", "))));
+        return Err(reject(
+            RejectReason::MissingField,
+            format!("missing field(s): {}", missing.join(", ")),
+        ));
     }
-    let (Some(device), Some(metric), Some(timestamp), Some(value)) = (wire.device, wire.metric, wire.timestamp, wire.value)
+    let (Some(device), Some(metric), Some(timestamp), Some(value)) =
+        (wire.device, wire.metric, wire.timestamp, wire.value)
     else {
         return Err(reject(RejectReason::MissingField, "missing field"));
     };
     let tenant = wire.tenant.unwrap_or(Cow::Borrowed(default_tenant));
-    for (field, name) in [("tenant", &tenant), ("device", &device), ("metric", &metric)] {
+    for (field, name) in [
+        ("tenant", &tenant),
+        ("device", &device),
+        ("metric", &metric),
+    ] {
         check_name(field, name, limits)?;
     }
     let value = parse_value(value.get())?;
@@ -177,7 +201,10 @@ fn json_rejection(text: &str, e: &serde_json::Error) -> Rejection {
     if e.is_data() {
         return reject(RejectReason::InvalidField, format!("wrong field type: {e}"));
     }
-    reject(RejectReason::InvalidJson, format!("reading is not valid JSON: {e}"))
+    reject(
+        RejectReason::InvalidJson,
+        format!("reading is not valid JSON: {e}"),
+    )
 }
 
 /// Finds `NaN`, `Infinity` or `-Infinity` outside strings.
@@ -215,16 +242,26 @@ fn bare_non_finite_token(text: &str) -> Option<&'static str> {
 
 fn check_name(field: &str, name: &str, limits: &Limits) -> Result<(), Rejection> {
     if name.trim().is_empty() {
-        return Err(reject(RejectReason::InvalidName, format!("{field} is blank")));
+        return Err(reject(
+            RejectReason::InvalidName,
+            format!("{field} is blank"),
+        ));
     }
     if name.len() > limits.max_name_bytes {
         return Err(reject(
             RejectReason::InvalidName,
-            format!("{field} is {} bytes long; the limit is {}", name.len(), limits.max_name_bytes),
+            format!(
+                "{field} is {} bytes long; the limit is {}",
+                name.len(),
+                limits.max_name_bytes
+            ),
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(reject(RejectReason::InvalidName, format!("{field} contains control characters")));
+        return Err(reject(
+            RejectReason::InvalidName,
+            format!("{field} contains control characters"),
+        ));
     }
     Ok(())
 }
@@ -232,22 +269,41 @@ fn check_name(field: &str, name: &str, limits: &Limits) -> Result<(), Rejection>
 fn parse_value(raw: &str) -> Result<f64, Rejection> {
     if raw.starts_with('"') {
         let inner = raw.trim_matches('"');
-        if matches!(inner.to_ascii_lowercase().as_str(), "nan" | "infinity" | "-infinity" | "inf" | "-inf") {
-            return Err(reject(RejectReason::NonFiniteValue, format!("value {raw} is not a finite number")));
+        if matches!(
+            inner.to_ascii_lowercase().as_str(),
+            "nan" | "infinity" | "-infinity" | "inf" | "-inf"
+        ) {
+            return Err(reject(
+                RejectReason::NonFiniteValue,
+                format!("value {raw} is not a finite number"),
+            ));
         }
-        return Err(reject(RejectReason::InvalidField, format!("value must be a JSON number, got the string {raw}")));
+        return Err(reject(
+            RejectReason::InvalidField,
+            format!("value must be a JSON number, got the string {raw}"),
+        ));
     }
     match raw.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(reject(RejectReason::ValueOutOfRange, format!("value {raw} overflows a 64-bit float"))),
-        Err(_) => Err(reject(RejectReason::InvalidField, format!("value must be a JSON number, got {raw}"))),
+        Ok(_) => Err(reject(
+            RejectReason::ValueOutOfRange,
+            format!("value {raw} overflows a 64-bit float"),
+        )),
+        Err(_) => Err(reject(
+            RejectReason::InvalidField,
+            format!("value must be a JSON number, got {raw}"),
+        )),
     }
 }
 
 fn parse_timestamp(raw: &str) -> Result<i64, Rejection> {
     if raw.starts_with('"') {
-        let inner: String = serde_json::from_str(raw)
-            .map_err(|e| reject(RejectReason::InvalidTimestamp, format!("timestamp is not a valid string: {e}")))?;
+        let inner: String = serde_json::from_str(raw).map_err(|e| {
+            reject(
+                RejectReason::InvalidTimestamp,
+                format!("timestamp is not a valid string: {e}"),
+            )
+        })?;
         return parse_rfc3339_ms(&inner).ok_or_else(|| {
             reject(
                 RejectReason::InvalidTimestamp,
@@ -336,18 +392,28 @@ mod tests {
     fn epoch_milliseconds_and_explicit_tenant_are_accepted() {
         let r = check(br#"{"tenant":"acme","device":"d","metric":"m","timestamp":1362067200000,"value":-0.5}"#)
             .expect("valid");
-        assert_eq!((r.tenant.as_str(), r.ts_ms, r.value), ("acme", 1_362_067_200_000, -0.5));
+        assert_eq!(
+            (r.tenant.as_str(), r.ts_ms, r.value),
+            ("acme", 1_362_067_200_000, -0.5)
+        );
     }
 
     #[test]
     fn non_finite_and_overflowing_values_are_named() {
-        assert_eq!(reason(br#"{"device":"d","metric":"m","timestamp":0,"value":NaN}"#), RejectReason::NonFiniteValue);
+        assert_eq!(
+            reason(br#"{"device":"d","metric":"m","timestamp":0,"value":NaN}"#),
+            RejectReason::NonFiniteValue
+        );
         assert_eq!(
             reason(br#"{"device":"d","metric":"m","timestamp":0,"value":-Infinity}"#),
             RejectReason::NonFiniteValue
         );
-        assert_eq!(reason(br#"{"device":"d","metric":"m","timestamp":0,"value":"NaN"}"#), RejectReason::NonFiniteValue);
-        let e = check(br#"{"device":"d","metric":"m","timestamp":1362067200000,"value":1e999}"#).expect_err("overflow");
+        assert_eq!(
+            reason(br#"{"device":"d","metric":"m","timestamp":0,"value":"NaN"}"#),
+            RejectReason::NonFiniteValue
+        );
+        let e = check(br#"{"device":"d","metric":"m","timestamp":1362067200000,"value":1e999}"#)
+            .expect_err("overflow");
         assert_eq!(e.reason, RejectReason::ValueOutOfRange);
         assert!(e.message.contains("1e999"), "{}", e.message);
     }
@@ -361,15 +427,17 @@ mod tests {
 
     #[test]
     fn timestamp_in_2033_is_in_the_future() {
-        let e = check(br#"{"device":"d","metric":"m","timestamp":"2033-01-01T00:00:00Z","value":1}"#)
-            .expect_err("future");
+        let e =
+            check(br#"{"device":"d","metric":"m","timestamp":"2033-01-01T00:00:00Z","value":1}"#)
+                .expect_err("future");
         assert_eq!(e.reason, RejectReason::TimestampInFuture);
         assert!(e.message.contains("2033-01-01T00:00:00Z"), "{}", e.message);
     }
 
     #[test]
     fn seconds_sent_as_milliseconds_are_too_old_with_a_hint() {
-        let e = check(br#"{"device":"d","metric":"m","timestamp":1362067200,"value":1}"#).expect_err("too old");
+        let e = check(br#"{"device":"d","metric":"m","timestamp":1362067200,"value":1}"#)
+            .expect_err("too old");
         assert_eq!(e.reason, RejectReason::TimestampTooOld);
         assert!(e.message.contains("epoch seconds"), "{}", e.message);
     }
@@ -380,16 +448,34 @@ mod tests {
         assert_eq!(reason(b"{\"device\":"), RejectReason::InvalidJson);
         assert_eq!(reason(b""), RejectReason::InvalidJson);
         assert_eq!(reason(b"42"), RejectReason::NotAnObject);
-        assert_eq!(reason(br#"{"device":1,"metric":"m","timestamp":0,"value":1}"#), RejectReason::InvalidField);
-        assert_eq!(reason(br#"{"device":"d","metric":"m","timestamp":0,"value":"4"}"#), RejectReason::InvalidField);
-        assert_eq!(reason(br#"{"device":"d","metric":"m","timestamp":"noon","value":1}"#), RejectReason::InvalidTimestamp);
-        assert_eq!(reason(br#"{"device":"d","metric":"m","timestamp":1.5,"value":1}"#), RejectReason::InvalidTimestamp);
-        assert_eq!(reason(br#"{"device":" ","metric":"m","timestamp":0,"value":1}"#), RejectReason::InvalidName);
+        assert_eq!(
+            reason(br#"{"device":1,"metric":"m","timestamp":0,"value":1}"#),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason(br#"{"device":"d","metric":"m","timestamp":0,"value":"4"}"#),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason(br#"{"device":"d","metric":"m","timestamp":"noon","value":1}"#),
+            RejectReason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason(br#"{"device":"d","metric":"m","timestamp":1.5,"value":1}"#),
+            RejectReason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason(br#"{"device":" ","metric":"m","timestamp":0,"value":1}"#),
+            RejectReason::InvalidName
+        );
     }
 
     #[test]
     fn nan_inside_a_string_is_not_mistaken_for_a_value() {
-        assert_eq!(bare_non_finite_token(r#"{"device":"NaN-sensor","value":1}"#), None);
+        assert_eq!(
+            bare_non_finite_token(r#"{"device":"NaN-sensor","value":1}"#),
+            None
+        );
         assert_eq!(bare_non_finite_token(r#"{"v":Infinity}"#), Some("Infinity"));
     }
 }

@@ -40,7 +40,11 @@ struct Answer {
 fn refuse(status: StatusCode, reason: &'static str, message: String) -> Response {
     metrics::counter!(names::INGEST_REQUESTS_REJECTED, "reason" => reason).increment(1);
     tracing::info!(reason, status = status.as_u16(), detail = %message, "request refused");
-    (status, Json(serde_json::json!({ "error": reason, "message": message }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": reason, "message": message })),
+    )
+        .into_response()
 }
 
 enum Format {
@@ -52,7 +56,11 @@ fn format_of(headers: &HeaderMap, body: &[u8]) -> Result<Format, String> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         // No content type: an array is JSON, anything else is taken as NDJSON.
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        return Ok(if first == Some(&b'[') { Format::JsonArray } else { Format::NdJson });
+        return Ok(if first == Some(&b'[') {
+            Format::JsonArray
+        } else {
+            Format::NdJson
+        });
     };
     let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
     let mime = ct.split(';').next().unwrap_or("").trim();
@@ -70,7 +78,11 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Response> {
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            refuse(StatusCode::BAD_REQUEST, "invalid_body", format!("could not read the request body: {e}"))
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("could not read the request body: {e}"),
+            )
         })?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large(limit));
@@ -88,7 +100,11 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
-pub(crate) async fn post_readings(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn post_readings(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = state.settings.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -103,7 +119,13 @@ pub(crate) async fn post_readings(State(state): State<IngestState>, headers: Hea
     };
     let format = match format_of(&headers, &bytes) {
         Ok(f) => f,
-        Err(message) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message),
+        Err(message) => {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            )
+        }
     };
     let pieces: Vec<Piece<'_>> = match format {
         Format::NdJson => split_ndjson(&bytes),
@@ -116,13 +138,21 @@ pub(crate) async fn post_readings(State(state): State<IngestState>, headers: Hea
     let now = state.clock.now_ms();
     let settings = &state.settings;
     let mut readings: Vec<Reading> = Vec::with_capacity(pieces.len());
-    let mut answer = Answer { accepted: 0, rejected_count: 0, rejected_by_reason: BTreeMap::new(), rejected: Vec::new() };
+    let mut answer = Answer {
+        accepted: 0,
+        rejected_count: 0,
+        rejected_by_reason: BTreeMap::new(),
+        rejected: Vec::new(),
+    };
     for piece in &pieces {
         match validate_piece(piece.bytes, &settings.default_tenant, now, &settings.limits) {
             Ok(r) => readings.push(r),
             Err(rejection) => {
                 answer.rejected_count += 1;
-                *answer.rejected_by_reason.entry(rejection.reason.as_str()).or_default() += 1;
+                *answer
+                    .rejected_by_reason
+                    .entry(rejection.reason.as_str())
+                    .or_default() += 1;
                 if answer.rejected.len() < MAX_LISTED_REJECTIONS {
                     answer.rejected.push(Rejected {
                         index: piece.index,
@@ -135,13 +165,19 @@ pub(crate) async fn post_readings(State(state): State<IngestState>, headers: Hea
     }
 
     if !readings.is_empty() {
-        let records: Vec<OutRecord> =
-            encode_by_device(&readings).into_iter().map(|(key, value)| OutRecord { key, value }).collect();
+        let records: Vec<OutRecord> = encode_by_device(&readings)
+            .into_iter()
+            .map(|(key, value)| OutRecord { key, value })
+            .collect();
         let started = Instant::now();
         let published = state.publisher.publish(records).await;
         metrics::histogram!(names::BUS_PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
         if let Err(e) = published {
-            tracing::warn!(error = &e as &dyn std::error::Error, readings = readings.len(), "publish failed");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                readings = readings.len(),
+                "publish failed"
+            );
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "bus_unavailable",

@@ -48,7 +48,9 @@ pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/readings", post(handler::post_readings))
         .with_state(state)
-        .layer(axum::middleware::from_fn(|req, next| reporting_observe::admin::count_requests("ingest", req, next)))
+        .layer(axum::middleware::from_fn(|req, next| {
+            reporting_observe::admin::count_requests("ingest", req, next)
+        }))
 }
 
 /// Serves the ingest routes on `listener` until `shutdown` resolves, then finishes in-flight requests.
@@ -58,7 +60,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     preregister_metrics();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Registers the ingest counters at zero for every known reason, so dashboards and alerts see the series
@@ -69,7 +73,12 @@ fn preregister_metrics() {
     for reason in reporting_core::validate::RejectReason::ALL {
         metrics::counter!(names::INGEST_REJECTED, "reason" => reason.as_str()).increment(0);
     }
-    for reason in ["body_too_large", "invalid_body", "unsupported_media_type", "bus_unavailable"] {
+    for reason in [
+        "body_too_large",
+        "invalid_body",
+        "unsupported_media_type",
+        "bus_unavailable",
+    ] {
         metrics::counter!(names::INGEST_REQUESTS_REJECTED, "reason" => reason).increment(0);
     }
 }

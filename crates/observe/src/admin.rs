@@ -65,7 +65,11 @@ pub fn router(readiness: Readiness) -> Router {
             "/readyz",
             get(|State(r): State<Readiness>| async move {
                 let (ok, body) = r.report().await;
-                let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 (status, Json(body))
             }),
         )
@@ -75,7 +79,10 @@ pub fn router(readiness: Readiness) -> Router {
                 let handle = handle.clone();
                 async move {
                     handle.run_upkeep();
-                    ([("content-type", "text/plain; version=0.0.4")], handle.render())
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
                 }
             }),
         )
@@ -93,4 +100,3 @@ pub async fn count_requests(role: &'static str, request: Request, next: Next) ->
         .increment(1);
     response.into_response()
 }
-

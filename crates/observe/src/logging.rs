@@ -15,7 +15,16 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// Keys the log line owns; an event field with one of these names is written as `field_<name>`.
 /// (`id` is also renamed: Graylog drops a GELF field called `id`.)
-const RESERVED: [&str; 8] = ["timestamp", "level", "message", "target", "role", "host", "id", "version"];
+const RESERVED: [&str; 8] = [
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "role",
+    "host",
+    "id",
+    "version",
+];
 
 /// Installs the global subscriber. `format` is `json` or `text`; `filter` uses `tracing` env-filter syntax.
 /// Calling it again (tests) keeps the first subscriber.
@@ -23,7 +32,9 @@ pub fn init(format: &str, filter: &str, role: &'static str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _already_set = if format == "text" {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()
     } else {
         registry.with(JsonLayer { role }).try_init()
     };
@@ -50,9 +61,18 @@ pub fn render(event: &Event<'_>, role: &str, now: SystemTime) -> String {
     let mut fields = FieldMap(Map::new());
     event.record(&mut fields);
     let mut line = Map::new();
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    line.insert("timestamp".into(), Value::from((secs * 1000.0).round() / 1000.0));
-    line.insert("level".into(), Value::from(syslog_severity(event.metadata().level())));
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    line.insert(
+        "timestamp".into(),
+        Value::from((secs * 1000.0).round() / 1000.0),
+    );
+    line.insert(
+        "level".into(),
+        Value::from(syslog_severity(event.metadata().level())),
+    );
     let message = match fields.0.remove("message") {
         Some(Value::String(s)) => s,
         Some(other) => other.to_string(),
@@ -62,7 +82,11 @@ pub fn render(event: &Event<'_>, role: &str, now: SystemTime) -> String {
     line.insert("target".into(), Value::from(event.metadata().target()));
     line.insert("role".into(), Value::from(role));
     for (k, v) in fields.0 {
-        let key = if RESERVED.contains(&k.as_str()) { format!("field_{k}") } else { k };
+        let key = if RESERVED.contains(&k.as_str()) {
+            format!("field_{k}")
+        } else {
+            k
+        };
         line.insert(key, v);
     }
     Value::Object(line).to_string()
@@ -80,7 +104,8 @@ struct FieldMap(Map<String, Value>);
 
 impl Visit for FieldMap {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let v = serde_json::Number::from_f64(value).map_or_else(|| Value::from(value.to_string()), Value::Number);
+        let v = serde_json::Number::from_f64(value)
+            .map_or_else(|| Value::from(value.to_string()), Value::Number);
         self.0.insert(field.name().into(), v);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -107,7 +132,8 @@ impl Visit for FieldMap {
         self.0.insert(field.name().into(), Value::from(text));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().into(), Value::from(format!("{value:?}")));
+        self.0
+            .insert(field.name().into(), Value::from(format!("{value:?}")));
     }
 }
 
@@ -121,7 +147,10 @@ mod tests {
     impl<S: Subscriber> Layer<S> for Capture {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
             let now = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
-            self.0.lock().expect("lock").push(render(event, "ingest", now));
+            self.0
+                .lock()
+                .expect("lock")
+                .push(render(event, "ingest", now));
         }
     }
 
@@ -131,7 +160,12 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let err = std::io::Error::other("disk full");
-            tracing::error!(partition = 3, id = "x", error = &err as &dyn std::error::Error, "append failed");
+            tracing::error!(
+                partition = 3,
+                id = "x",
+                error = &err as &dyn std::error::Error,
+                "append failed"
+            );
         });
         let lines = lines.lock().expect("lock");
         let v: Value = serde_json::from_str(&lines[0]).expect("valid JSON");
@@ -143,6 +177,10 @@ mod tests {
         assert_eq!(v["field_id"], "x");
         assert!(v.get("id").is_none());
         assert_eq!(v["error"], "disk full");
-        assert!(v.as_object().expect("object").values().all(|x| !x.is_object() && !x.is_array()));
+        assert!(v
+            .as_object()
+            .expect("object")
+            .values()
+            .all(|x| !x.is_object() && !x.is_array()));
     }
 }

@@ -35,7 +35,12 @@ pub enum Bus {
 impl Bus {
     /// Opens the configured bus.
     pub fn open(config: &Config) -> anyhow::Result<Bus> {
-        match config.bus.brokers.as_deref().filter(|b| !b.trim().is_empty()) {
+        match config
+            .bus
+            .brokers
+            .as_deref()
+            .filter(|b| !b.trim().is_empty())
+        {
             Some(brokers) => Ok(Bus::Kafka(KafkaSettings {
                 brokers: brokers.to_string(),
                 topic: config.bus.topic.clone(),
@@ -55,8 +60,11 @@ impl Bus {
         Ok(match self {
             Bus::Embedded(log) => Arc::new(log.clone()),
             Bus::Kafka(settings) => Arc::new(
-                KafkaPublisher::new(settings, Duration::from_secs(config.bus.publish_timeout_secs))
-                    .context("creating the Kafka producer")?,
+                KafkaPublisher::new(
+                    settings,
+                    Duration::from_secs(config.bus.publish_timeout_secs),
+                )
+                .context("creating the Kafka producer")?,
             ),
         })
     }
@@ -64,10 +72,15 @@ impl Bus {
     /// The next offset of every partition (how far the aggregator must get to have read everything).
     pub async fn end_offsets(&self) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
         match self {
-            Bus::Embedded(log) => Ok((0..log.partition_count() as i32).map(|p| (p, log.end_offset(p))).collect()),
+            Bus::Embedded(log) => Ok((0..log.partition_count() as i32)
+                .map(|p| (p, log.end_offset(p)))
+                .collect()),
             Bus::Kafka(settings) => {
                 let settings = settings.clone();
-                Ok(tokio::task::spawn_blocking(move || reporting_bus::kafka::end_offsets(&settings)).await??)
+                Ok(tokio::task::spawn_blocking(move || {
+                    reporting_bus::kafka::end_offsets(&settings)
+                })
+                .await??)
             }
         }
     }
@@ -76,7 +89,8 @@ impl Bus {
     pub async fn prepare(&self, config: &Config) -> anyhow::Result<()> {
         if let Bus::Kafka(settings) = self {
             let partitions = i32::try_from(config.bus.partitions).context("bus.partitions")?;
-            let replication = i32::try_from(config.bus.replication_factor).context("bus.replication_factor")?;
+            let replication =
+                i32::try_from(config.bus.replication_factor).context("bus.replication_factor")?;
             ensure_topic(settings, partitions, replication)
                 .await
                 .with_context(|| format!("creating topic {}", settings.topic))?;
@@ -88,12 +102,17 @@ impl Bus {
 /// Opens the configured store and applies migrations when `migrate` is set.
 pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match config.postgres_url().map_err(anyhow::Error::msg)? {
-        Some(url) => Arc::new(PostgresStore::connect(&url, config.store.pool_size).context("configuring PostgreSQL")?),
+        Some(url) => Arc::new(
+            PostgresStore::connect(&url, config.store.pool_size)
+                .context("configuring PostgreSQL")?,
+        ),
         None => {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("creating {}", config.data_dir.display()))?;
             let path = config.data_dir.join("reporting.sqlite");
-            Arc::new(SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
+            Arc::new(
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
+            )
         }
     };
     if migrate {
@@ -114,8 +133,12 @@ pub struct Listeners {
 
 /// Binds an address from the configuration.
 pub async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
-    let addr: SocketAddr = addr.parse().with_context(|| format!("{what} address {addr:?}"))?;
-    TcpListener::bind(addr).await.with_context(|| format!("binding {what} on {addr}"))
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{what} address {addr:?}"))?;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} on {addr}"))
 }
 
 fn ingest_state(config: &Config, publisher: Arc<dyn Publisher>) -> IngestState {
@@ -136,7 +159,10 @@ fn ingest_state(config: &Config, publisher: Arc<dyn Publisher>) -> IngestState {
 
 fn api_state(config: &Config, store: Arc<dyn Store>) -> ApiState {
     ApiState {
-        settings: Arc::new(ApiSettings { default_tenant: config.tenant.clone(), max_buckets: config.api.max_buckets }),
+        settings: Arc::new(ApiSettings {
+            default_tenant: config.tenant.clone(),
+            max_buckets: config.api.max_buckets,
+        }),
         store,
     }
 }
@@ -187,8 +213,16 @@ pub struct Resources {
 impl Resources {
     /// Opens what `roles` need; with `roles.prepare`, migrates the store and creates the Kafka topic.
     pub async fn open(config: &Config, roles: Roles) -> anyhow::Result<Resources> {
-        let store = if roles.aggregator || roles.api { Some(open_store(config, roles.prepare).await?) } else { None };
-        let bus = if roles.ingest || roles.aggregator { Some(Bus::open(config)?) } else { None };
+        let store = if roles.aggregator || roles.api {
+            Some(open_store(config, roles.prepare).await?)
+        } else {
+            None
+        };
+        let bus = if roles.ingest || roles.aggregator {
+            Some(Bus::open(config)?)
+        } else {
+            None
+        };
         if let (true, Some(bus)) = (roles.prepare, &bus) {
             bus.prepare(config).await?;
         }
@@ -225,7 +259,9 @@ pub async fn run(
         tasks.push(Task {
             name: "ingest",
             handle: tokio::spawn(async move {
-                reporting_ingest::serve(listener, state, async move { stop.cancelled().await }).await.context("ingest server")
+                reporting_ingest::serve(listener, state, async move { stop.cancelled().await })
+                    .await
+                    .context("ingest server")
             }),
         });
     }
@@ -243,10 +279,18 @@ pub async fn run(
         tasks.push(Task {
             name: "aggregator",
             handle: tokio::task::spawn_blocking(move || {
-                let positions = Arc::new(StorePositions::new(store.clone(), &settings.group, &settings.topic, handle.clone()));
+                let positions = Arc::new(StorePositions::new(
+                    store.clone(),
+                    &settings.group,
+                    &settings.topic,
+                    handle.clone(),
+                ));
                 let mut consumer: Box<dyn Consumer> = match &bus {
                     Bus::Embedded(log) => Box::new(EmbeddedConsumer::new(log.clone(), positions)),
-                    Bus::Kafka(k) => Box::new(KafkaConsumer::new(k, &settings.group, positions).context("creating the Kafka consumer")?),
+                    Bus::Kafka(k) => Box::new(
+                        KafkaConsumer::new(k, &settings.group, positions)
+                            .context("creating the Kafka consumer")?,
+                    ),
                 };
                 reporting_aggregator::run(consumer.as_mut(), store, &handle, &settings, &stop);
                 Ok(())
@@ -260,7 +304,9 @@ pub async fn run(
         tasks.push(Task {
             name: "api",
             handle: tokio::spawn(async move {
-                reporting_api::serve(listener, state, async move { stop.cancelled().await }).await.context("api server")
+                reporting_api::serve(listener, state, async move { stop.cancelled().await })
+                    .await
+                    .context("api server")
             }),
         });
     }
@@ -270,7 +316,11 @@ pub async fn run(
         let router = reporting_observe::admin::router(readiness.clone());
         let stop = admin_stop.clone();
         tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening");
-        tokio::spawn(async move { axum::serve(listeners.admin, router).with_graceful_shutdown(async move { stop.cancelled().await }).await })
+        tokio::spawn(async move {
+            axum::serve(listeners.admin, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
     };
 
     // Wait for shutdown, or for a role to fail on its own.
@@ -279,13 +329,20 @@ pub async fn run(
         name = first_finished(&tasks) => Some(name),
     };
     if let Some(name) = failed {
-        tracing::error!(role = name, "a role stopped on its own; shutting the process down");
+        tracing::error!(
+            role = name,
+            "a role stopped on its own; shutting the process down"
+        );
     }
     tracing::info!("shutting down");
     readiness.start_draining();
     let drain = Duration::from_secs(config.ingest.drain_secs);
     let mut result = Ok(());
-    for (name, stop) in [("ingest", &ingest_stop), ("aggregator", &aggregator_stop), ("api", &api_stop)] {
+    for (name, stop) in [
+        ("ingest", &ingest_stop),
+        ("aggregator", &aggregator_stop),
+        ("api", &api_stop),
+    ] {
         stop.cancel();
         for task in tasks.iter_mut().filter(|t| t.name == name) {
             match tokio::time::timeout(drain, &mut task.handle).await {
@@ -299,7 +356,11 @@ pub async fn run(
                     result = Err(anyhow::anyhow!("{name} task failed: {join}"));
                 }
                 Err(_) => {
-                    tracing::warn!(role = name, drain_secs = drain.as_secs(), "role did not stop within the drain time");
+                    tracing::warn!(
+                        role = name,
+                        drain_secs = drain.as_secs(),
+                        "role did not stop within the drain time"
+                    );
                     task.handle.abort();
                 }
             }
@@ -308,7 +369,10 @@ pub async fn run(
     admin_stop.cancel();
     let _admin_done = admin.await;
     if failed.is_some() && result.is_ok() {
-        result = Err(anyhow::anyhow!("role {} stopped unexpectedly", failed.unwrap_or("?")));
+        result = Err(anyhow::anyhow!(
+            "role {} stopped unexpectedly",
+            failed.unwrap_or("?")
+        ));
     }
     result
 }

@@ -95,17 +95,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Up { import } => up(config, import).await,
-        Command::Ingest => serve(config, Roles { ingest: true, aggregator: false, api: false, prepare: false }).await,
-        Command::Aggregator => serve(config, Roles { ingest: false, aggregator: true, api: false, prepare: false }).await,
-        Command::Api => serve(config, Roles { ingest: false, aggregator: false, api: true, prepare: false }).await,
+        Command::Ingest => {
+            serve(
+                config,
+                Roles {
+                    ingest: true,
+                    aggregator: false,
+                    api: false,
+                    prepare: false,
+                },
+            )
+            .await
+        }
+        Command::Aggregator => {
+            serve(
+                config,
+                Roles {
+                    ingest: false,
+                    aggregator: true,
+                    api: false,
+                    prepare: false,
+                },
+            )
+            .await
+        }
+        Command::Api => {
+            serve(
+                config,
+                Roles {
+                    ingest: false,
+                    aggregator: false,
+                    api: true,
+                    prepare: false,
+                },
+            )
+            .await
+        }
         Command::Migrate => migrate(&config).await,
-        Command::Import { url, batch, concurrency, tenant, files } => {
+        Command::Import {
+            url,
+            batch,
+            concurrency,
+            tenant,
+            files,
+        } => {
             let mut opts = reporting_import::ImportOptions::new(url, files);
             opts.batch_size = batch;
             opts.concurrency = concurrency;
             opts.tenant = tenant;
             opts.progress = true;
-            let summary = reporting_import::import(&opts).await.context("import failed")?;
+            let summary = reporting_import::import(&opts)
+                .await
+                .context("import failed")?;
             let _ignored = writeln!(std::io::stdout(), "{summary}");
             Ok(())
         }
@@ -115,7 +156,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout();
             let _ignored = writeln!(out, "{text}");
             if !problems.is_empty() {
-                anyhow::bail!("problems for `reporting up`:\n  - {}", problems.join("\n  - "));
+                anyhow::bail!(
+                    "problems for `reporting up`:\n  - {}",
+                    problems.join("\n  - ")
+                );
             }
             Ok(())
         }
@@ -165,8 +209,16 @@ fn shutdown_on_signal() -> CancellationToken {
 async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let listeners = Listeners {
         admin: bind("admin", &config.admin.listen).await?,
-        ingest: if roles.ingest { Some(bind("ingest", &config.ingest.listen).await?) } else { None },
-        api: if roles.api { Some(bind("api", &config.api.listen).await?) } else { None },
+        ingest: if roles.ingest {
+            Some(bind("ingest", &config.ingest.listen).await?)
+        } else {
+            None
+        },
+        api: if roles.api {
+            Some(bind("api", &config.api.listen).await?)
+        } else {
+            None
+        },
     };
     let resources = Resources::open(&config, roles).await?;
     app::run(config, roles, resources, listeners, shutdown_on_signal()).await
@@ -178,15 +230,36 @@ async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
         ingest: Some(bind("ingest", &config.ingest.listen).await?),
         api: Some(bind("api", &config.api.listen).await?),
     };
-    let ingest_url = local_url(listeners.ingest.as_ref().map(|l| l.local_addr()).transpose()?);
+    let ingest_url = local_url(
+        listeners
+            .ingest
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?,
+    );
     let api_url = local_url(listeners.api.as_ref().map(|l| l.local_addr()).transpose()?);
     let admin_url = local_url(Some(listeners.admin.local_addr()?));
     let shutdown = shutdown_on_signal();
-    let mode = if config.bus.brokers.is_some() { "Kafka + PostgreSQL" } else { "embedded log + SQLite" };
+    let mode = if config.bus.brokers.is_some() {
+        "Kafka + PostgreSQL"
+    } else {
+        "embedded log + SQLite"
+    };
     let data_dir = config.data_dir.display().to_string();
-    let roles = Roles { ingest: true, aggregator: true, api: true, prepare: true };
+    let roles = Roles {
+        ingest: true,
+        aggregator: true,
+        api: true,
+        prepare: true,
+    };
     let resources = Resources::open(&config, roles).await?;
-    let system = tokio::spawn(app::run(config, roles, resources, listeners, shutdown.clone()));
+    let system = tokio::spawn(app::run(
+        config,
+        roles,
+        resources,
+        listeners,
+        shutdown.clone(),
+    ));
     let mut out = std::io::stdout();
     let _ignored = writeln!(
         out,

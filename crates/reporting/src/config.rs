@@ -137,13 +137,18 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: "auto".into(), level: "info".into() }
+        LogConfig {
+            format: "auto".into(),
+            level: "info".into(),
+        }
     }
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "0.0.0.0:9464".into() }
+        AdminConfig {
+            listen: "0.0.0.0:9464".into(),
+        }
     }
 }
 
@@ -161,7 +166,10 @@ impl Default for IngestConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "0.0.0.0:8081".into(), max_buckets: 200_000 }
+        ApiConfig {
+            listen: "0.0.0.0:8081".into(),
+            max_buckets: 200_000,
+        }
     }
 }
 
@@ -181,13 +189,20 @@ impl Default for BusConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { postgres_url: None, postgres_url_file: None, pool_size: 8 }
+        StoreConfig {
+            postgres_url: None,
+            postgres_url_file: None,
+            pool_size: 8,
+        }
     }
 }
 
 impl Default for AggregatorConfig {
     fn default() -> Self {
-        AggregatorConfig { batch_max_records: 200, batch_linger_ms: 200 }
+        AggregatorConfig {
+            batch_max_records: 200,
+            batch_linger_ms: 200,
+        }
     }
 }
 
@@ -217,7 +232,9 @@ impl Config {
             figment = figment.merge(Toml::file(f));
         }
         figment = figment.merge(Env::prefixed("REPORTING__").split("__"));
-        figment.extract::<Config>().map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+        figment
+            .extract::<Config>()
+            .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
     }
 
     /// The PostgreSQL URL, from `postgres_url` or the file named by `postgres_url_file`.
@@ -228,13 +245,19 @@ impl Config {
                 .map(|s| Some(s.trim().to_string()))
                 .map_err(|e| format!("store.postgres_url_file {}: {e}", file.display())),
             (None, None) => Ok(None),
-            (Some(_), Some(_)) => Err("set store.postgres_url or store.postgres_url_file, not both".into()),
+            (Some(_), Some(_)) => {
+                Err("set store.postgres_url or store.postgres_url_file, not both".into())
+            }
         }
     }
 
     /// Librdkafka properties with `_` read as `.`.
     pub fn kafka_properties(&self) -> BTreeMap<String, String> {
-        self.bus.kafka.iter().map(|(k, v)| (k.replace('_', "."), v.clone())).collect()
+        self.bus
+            .kafka
+            .iter()
+            .map(|(k, v)| (k.replace('_', "."), v.clone()))
+            .collect()
     }
 
     /// Every problem with this configuration for `role` (empty when it can start).
@@ -242,14 +265,19 @@ impl Config {
         let mut p = Vec::new();
         let mut addr = |name: &str, value: &str| {
             if value.parse::<SocketAddr>().is_err() {
-                p.push(format!("{name} = {value:?} is not an address like 0.0.0.0:8080"));
+                p.push(format!(
+                    "{name} = {value:?} is not an address like 0.0.0.0:8080"
+                ));
             }
         };
         addr("admin.listen", &self.admin.listen);
         addr("ingest.listen", &self.ingest.listen);
         addr("api.listen", &self.api.listen);
         if !["json", "text", "auto"].contains(&self.log.format.as_str()) {
-            p.push(format!("log.format = {:?} must be json, text or auto", self.log.format));
+            p.push(format!(
+                "log.format = {:?} must be json, text or auto",
+                self.log.format
+            ));
         }
         if self.ingest.max_body_bytes == 0 || self.ingest.max_body_bytes > 1 << 30 {
             p.push("ingest.max_body_bytes must be between 1 and 1073741824".into());
@@ -282,7 +310,11 @@ impl Config {
                 true
             }
         };
-        let kafka = self.bus.brokers.as_deref().is_some_and(|b| !b.trim().is_empty());
+        let kafka = self
+            .bus
+            .brokers
+            .as_deref()
+            .is_some_and(|b| !b.trim().is_empty());
         match role {
             Role::Ingest if !kafka => p.push("the ingest role needs bus.brokers (REPORTING__BUS__BROKERS); use `reporting up` for the embedded mode".into()),
             Role::Aggregator if !(kafka && postgres) => p.push(
@@ -358,15 +390,25 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://rep:s3cret@db:5432/r"), "postgres://rep:<redacted>@db:5432/r");
-        assert_eq!(redact_url("host=db password=s3cret user=x"), "host=db password=<redacted> user=x");
+        assert_eq!(
+            redact_url("postgres://rep:s3cret@db:5432/r"),
+            "postgres://rep:<redacted>@db:5432/r"
+        );
+        assert_eq!(
+            redact_url("host=db password=s3cret user=x"),
+            "host=db password=<redacted> user=x"
+        );
         assert_eq!(redact_url("postgres://db/r"), "postgres://db/r");
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Error inside the Jail closure
     fn file_and_environment_layer_over_defaults_and_unknown_keys_fail() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("r.toml", "tenant = \"acme\"\n[ingest]\nmax_body_bytes = 1000\n")?;
+            jail.create_file(
+                "r.toml",
+                "tenant = \"acme\"\n[ingest]\nmax_body_bytes = 1000\n",
+            )?;
             jail.set_env("REPORTING__INGEST__MAX_BODY_BYTES", "2000");
             jail.set_env("REPORTING__BUS__BROKERS", "k:9092");
             let c = Config::load(Some(Path::new("r.toml"))).map_err(|e| e.join("; "))?;
@@ -374,7 +416,10 @@ mod tests {
             assert_eq!(c.bus.brokers.as_deref(), Some("k:9092"));
             jail.set_env("REPORTING__INGEST__MAX_BODY_BYTE", "1");
             let problems = Config::load(Some(Path::new("r.toml"))).expect_err("unknown key");
-            assert!(problems.iter().any(|p| p.contains("max_body_byte")), "{problems:?}");
+            assert!(
+                problems.iter().any(|p| p.contains("max_body_byte")),
+                "{problems:?}"
+            );
             Ok(())
         });
     }

@@ -91,6 +91,9 @@ pub struct Bucket {
     pub rollup: Rollup,
 }
 
+/// One rollup of a [`Store::snapshot`]: `(tenant, device, metric, bucket)`.
+pub type SnapshotRow = (String, String, String, Bucket);
+
 /// A device known to the store.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Device {
@@ -116,11 +119,15 @@ pub trait Store: Send + Sync {
     /// Buckets of one series, oldest first.
     fn series(&self, query: SeriesQuery) -> BoxFuture<'_, Result<Vec<Bucket>, StoreError>>;
     /// Every rollup of a level, ordered by series and bucket (tests and exports).
-    fn snapshot(&self, interval: Interval) -> BoxFuture<'_, Result<Vec<(String, String, String, Bucket)>, StoreError>>;
+    fn snapshot(&self, interval: Interval) -> BoxFuture<'_, Result<Vec<SnapshotRow>, StoreError>>;
     /// Devices with stored readings.
     fn devices(&self) -> BoxFuture<'_, Result<Vec<Device>, StoreError>>;
     /// Metric names of a tenant, optionally of one device.
-    fn metrics<'a>(&'a self, tenant: &'a str, device: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    fn metrics<'a>(
+        &'a self,
+        tenant: &'a str,
+        device: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
     /// Checks the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -14,7 +14,9 @@ use tokio_postgres::{NoTls, Row, Transaction};
 
 use crate::migrations::{rollup_table, POSTGRES};
 use crate::recompute::{source_of, touched};
-use crate::{ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, Store, StoreError};
+use crate::{
+    ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, SnapshotRow, Store, StoreError,
+};
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
@@ -39,24 +41,39 @@ impl PostgresStore {
     /// A pool of at most `pool_size` connections to `url` (connections open lazily).
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(StoreError::InvalidUrl)?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .build()
-            .map_err(|e| StoreError::Pool { context: "building the pool", source: Box::new(e) })?;
-        Ok(PostgresStore { pool, series_ids: Mutex::new(HashMap::new()) })
+            .map_err(|e| StoreError::Pool {
+                context: "building the pool",
+                source: Box::new(e),
+            })?;
+        Ok(PostgresStore {
+            pool,
+            series_ids: Mutex::new(HashMap::new()),
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool { context: "getting a connection", source: Box::new(e) })
+        self.pool.get().await.map_err(|e| StoreError::Pool {
+            context: "getting a connection",
+            source: Box::new(e),
+        })
     }
 
     async fn migrate_inner(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg("beginning migration"))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg("beginning migration"))?;
         tx.batch_execute(
             "SELECT pg_advisory_xact_lock(727001);
              CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -65,19 +82,30 @@ impl PostgresStore {
         .await
         .map_err(pg("preparing schema_migrations"))?;
         let current: i64 = tx
-            .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
             .await
             .map_err(pg("reading the schema version"))?
             .get(0);
         let known = POSTGRES.last().map_or(0, |m| m.version);
         if current > known {
-            return Err(StoreError::SchemaTooNew { found: current, known });
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
         }
         for m in POSTGRES.iter().filter(|m| m.version > current) {
-            tx.batch_execute(m.sql).await.map_err(pg("applying a migration"))?;
-            tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[&m.version, &m.name])
+            tx.batch_execute(m.sql)
                 .await
-                .map_err(pg("recording a migration"))?;
+                .map_err(pg("applying a migration"))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .await
+            .map_err(pg("recording a migration"))?;
             tracing::info!(version = m.version, name = m.name, "migration applied");
         }
         tx.commit().await.map_err(pg("committing migrations"))
@@ -85,7 +113,10 @@ impl PostgresStore {
 
     async fn apply_inner(&self, batch: ApplyBatch) -> Result<ApplyOutcome, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg("beginning a batch"))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg("beginning a batch"))?;
         let mut advances = batch.advances.clone();
         advances.sort_by_key(|a| a.partition);
         // Positions first: the row lock serialises a zombie and the new owner before any rollup work.
@@ -109,8 +140,12 @@ impl PostgresStore {
                     .map_err(pg("creating a position"))?,
             };
             if n == 0 {
-                tx.rollback().await.map_err(pg("rolling back a fenced batch"))?;
-                return Ok(ApplyOutcome::Fenced { partition: a.partition });
+                tx.rollback()
+                    .await
+                    .map_err(pg("rolling back a fenced batch"))?;
+                return Ok(ApplyOutcome::Fenced {
+                    partition: a.partition,
+                });
             }
         }
         if batch.readings.is_empty() {
@@ -124,14 +159,21 @@ impl PostgresStore {
             let buckets = touched(interval, points);
             let rollups = match source_of(interval) {
                 None => fold_into_buckets(interval, raw_in(&tx, &buckets).await?),
-                Some(src) => fold_into_buckets(interval, rollups_in(&tx, src, interval, &buckets).await?),
+                Some(src) => {
+                    fold_into_buckets(interval, rollups_in(&tx, src, interval, &buckets).await?)
+                }
             };
             write_rollups(&tx, interval, &rollups).await?;
             points = buckets;
         }
         tx.commit().await.map_err(pg("committing a batch"))?;
-        self.series_ids.lock().unwrap_or_else(PoisonError::into_inner).extend(new_ids);
-        Ok(ApplyOutcome::Applied { changed: changed.len() })
+        self.series_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(new_ids);
+        Ok(ApplyOutcome::Applied {
+            changed: changed.len(),
+        })
     }
 
     /// Ids of every series in `readings`, creating missing ones. Returns all ids and the ones not yet cached.
@@ -144,7 +186,10 @@ impl PostgresStore {
         let mut ids = HashMap::new();
         let mut missing = Vec::new();
         {
-            let cache = self.series_ids.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self
+                .series_ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             for k in wanted {
                 match cache.get(&k) {
                     Some(id) => {
@@ -179,7 +224,11 @@ impl PostgresStore {
             .map_err(pg("reading series ids"))?;
         let mut new_ids = Vec::with_capacity(rows.len());
         for row in rows {
-            let key = SeriesKey { tenant: row.get(1), device: row.get(2), metric: row.get(3) };
+            let key = SeriesKey {
+                tenant: row.get(1),
+                device: row.get(2),
+                metric: row.get(3),
+            };
             let id: i64 = row.get(0);
             ids.insert(key.clone(), id);
             new_ids.push((key, id));
@@ -215,13 +264,19 @@ async fn upsert_readings(
         )
         .await
         .map_err(pg("upserting readings"))?;
-    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), ms(r.get(1)))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), ms(r.get(1))))
+        .collect())
 }
+
+/// Parallel arrays `(series ids, bucket starts, bucket ends)` for `unnest`.
+type BucketArrays = (Vec<i64>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>);
 
 fn bucket_arrays(
     interval: Interval,
     buckets: &BTreeSet<(i64, i64)>,
-) -> Result<(Vec<i64>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>), StoreError> {
+) -> Result<BucketArrays, StoreError> {
     let mut sids = Vec::with_capacity(buckets.len());
     let mut starts = Vec::with_capacity(buckets.len());
     let mut ends = Vec::with_capacity(buckets.len());
@@ -234,7 +289,10 @@ fn bucket_arrays(
 }
 
 /// Raw readings inside the given minute buckets, as single-reading rollups.
-async fn raw_in(tx: &Transaction<'_>, buckets: &BTreeSet<(i64, i64)>) -> Result<Vec<(i64, i64, Rollup)>, StoreError> {
+async fn raw_in(
+    tx: &Transaction<'_>,
+    buckets: &BTreeSet<(i64, i64)>,
+) -> Result<Vec<(i64, i64, Rollup)>, StoreError> {
     let (sids, starts, ends) = bucket_arrays(Interval::Minute, buckets)?;
     let rows = tx
         .query(
@@ -287,8 +345,14 @@ async fn rollups_in(
          JOIN {} m ON m.series_id = b.sid AND m.bucket >= b.start AND m.bucket < b.stop",
         rollup_table(src)
     );
-    let rows = tx.query(&sql, &[&sids, &starts, &ends]).await.map_err(pg("reading rollups of touched buckets"))?;
-    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), ms(r.get(1)), rollup_of(r, 2))).collect())
+    let rows = tx
+        .query(&sql, &[&sids, &starts, &ends])
+        .await
+        .map_err(pg("reading rollups of touched buckets"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), ms(r.get(1)), rollup_of(r, 2)))
+        .collect())
 }
 
 async fn write_rollups(
@@ -300,10 +364,20 @@ async fn write_rollups(
         return Ok(());
     }
     let n = rollups.len();
-    let (mut sids, mut buckets, mut counts, mut sums, mut mins, mut maxs) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut first_at, mut firsts, mut last_at, mut lasts) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut sids, mut buckets, mut counts, mut sums, mut mins, mut maxs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut first_at, mut firsts, mut last_at, mut lasts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for ((sid, bucket), r) in rollups {
         sids.push(*sid);
         buckets.push(ts(*bucket)?);
@@ -326,9 +400,14 @@ async fn write_rollups(
            last_at = EXCLUDED.last_at, last_value = EXCLUDED.last_value",
         rollup_table(interval)
     );
-    tx.execute(&sql, &[&sids, &buckets, &counts, &sums, &mins, &maxs, &first_at, &firsts, &last_at, &lasts])
-        .await
-        .map_err(pg("writing rollups"))?;
+    tx.execute(
+        &sql,
+        &[
+            &sids, &buckets, &counts, &sums, &mins, &maxs, &first_at, &firsts, &last_at, &lasts,
+        ],
+    )
+    .await
+    .map_err(pg("writing rollups"))?;
     Ok(())
 }
 
@@ -353,7 +432,10 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(pg("reading positions"))?;
-            Ok(rows.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))).collect())
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+                .collect())
         }
         .boxed()
     }
@@ -385,7 +467,7 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn snapshot(&self, interval: Interval) -> BoxFuture<'_, Result<Vec<(String, String, String, Bucket)>, StoreError>> {
+    fn snapshot(&self, interval: Interval) -> BoxFuture<'_, Result<Vec<SnapshotRow>, StoreError>> {
         async move {
             let client = self.client().await?;
             let sql = format!(
@@ -393,10 +475,23 @@ impl Store for PostgresStore {
                  FROM {} r JOIN series s ON s.id = r.series_id ORDER BY 1, 2, 3, 4",
                 rollup_table(interval)
             );
-            let rows = client.query(&sql, &[]).await.map_err(pg("reading a snapshot"))?;
+            let rows = client
+                .query(&sql, &[])
+                .await
+                .map_err(pg("reading a snapshot"))?;
             Ok(rows
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), Bucket { start_ms: ms(r.get(3)), rollup: rollup_of(r, 4) }))
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        Bucket {
+                            start_ms: ms(r.get(3)),
+                            rollup: rollup_of(r, 4),
+                        },
+                    )
+                })
                 .collect())
         }
         .boxed()
@@ -406,15 +501,28 @@ impl Store for PostgresStore {
         async move {
             let client = self.client().await?;
             let rows = client
-                .query("SELECT DISTINCT tenant, device FROM series ORDER BY 1, 2", &[])
+                .query(
+                    "SELECT DISTINCT tenant, device FROM series ORDER BY 1, 2",
+                    &[],
+                )
                 .await
                 .map_err(pg("listing devices"))?;
-            Ok(rows.iter().map(|r| Device { tenant: r.get(0), device: r.get(1) }).collect())
+            Ok(rows
+                .iter()
+                .map(|r| Device {
+                    tenant: r.get(0),
+                    device: r.get(1),
+                })
+                .collect())
         }
         .boxed()
     }
 
-    fn metrics<'a>(&'a self, tenant: &'a str, device: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+    fn metrics<'a>(
+        &'a self,
+        tenant: &'a str,
+        device: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         async move {
             let client = self.client().await?;
             let rows = client

@@ -9,8 +9,14 @@ use std::collections::BTreeSet;
 use reporting_core::time::Interval;
 
 /// `(series_id, bucket start)` of every bucket of `interval` holding one of `points` (`(series_id, ts)`).
-pub(crate) fn touched(interval: Interval, points: impl IntoIterator<Item = (i64, i64)>) -> BTreeSet<(i64, i64)> {
-    points.into_iter().map(|(sid, ts)| (sid, interval.bucket_start(ts))).collect()
+pub(crate) fn touched(
+    interval: Interval,
+    points: impl IntoIterator<Item = (i64, i64)>,
+) -> BTreeSet<(i64, i64)> {
+    points
+        .into_iter()
+        .map(|(sid, ts)| (sid, interval.bucket_start(ts)))
+        .collect()
 }
 
 /// The level a rollup level is folded from (`None` for minutes: raw readings).
@@ -29,8 +35,14 @@ mod tests {
 
     #[test]
     fn readings_in_one_minute_touch_one_bucket_per_series() {
-        let t = touched(Interval::Minute, [(1, 5), (1, MINUTE_MS - 1), (2, 5), (1, MINUTE_MS)]);
-        assert_eq!(t.into_iter().collect::<Vec<_>>(), vec![(1, 0), (1, MINUTE_MS), (2, 0)]);
+        let t = touched(
+            Interval::Minute,
+            [(1, 5), (1, MINUTE_MS - 1), (2, 5), (1, MINUTE_MS)],
+        );
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            vec![(1, 0), (1, MINUTE_MS), (2, 0)]
+        );
     }
 
     #[test]

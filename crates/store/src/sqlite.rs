@@ -14,7 +14,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::migrations::{rollup_table, SQLITE};
 use crate::recompute::{source_of, touched};
-use crate::{ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, Store, StoreError};
+use crate::{
+    ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, SnapshotRow, Store, StoreError,
+};
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -77,26 +79,41 @@ impl SqliteStore {
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         let this = self.clone();
-        async move { tokio::task::spawn_blocking(move || f(&this)).await.map_err(StoreError::Task)? }.boxed()
+        async move {
+            tokio::task::spawn_blocking(move || f(&this))
+                .await
+                .map_err(StoreError::Task)?
+        }
+        .boxed()
     }
 
     fn migrate_sync(&self) -> Result<(), StoreError> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sq("beginning migration"))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sq("beginning migration"))?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);",
         )
         .map_err(sq("preparing schema_migrations"))?;
         let current: i64 = tx
-            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .query_row(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(sq("reading the schema version"))?;
         let known = SQLITE.last().map_or(0, |m| m.version);
         if current > known {
-            return Err(StoreError::SchemaTooNew { found: current, known });
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
         }
         for m in SQLITE.iter().filter(|m| m.version > current) {
-            tx.execute_batch(m.sql).map_err(sq("applying a migration"))?;
+            tx.execute_batch(m.sql)
+                .map_err(sq("applying a migration"))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch())",
                 params![m.version, m.name],
@@ -109,7 +126,9 @@ impl SqliteStore {
 
     fn apply_sync(&self, batch: &ApplyBatch) -> Result<ApplyOutcome, StoreError> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sq("beginning a batch"))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sq("beginning a batch"))?;
         for a in &batch.advances {
             let n = match a.expected {
                 Some(expected) => tx
@@ -128,7 +147,9 @@ impl SqliteStore {
                     .map_err(sq("creating a position"))?,
             };
             if n == 0 {
-                return Ok(ApplyOutcome::Fenced { partition: a.partition });
+                return Ok(ApplyOutcome::Fenced {
+                    partition: a.partition,
+                });
             }
         }
         let mut new_ids = Vec::new();
@@ -145,7 +166,9 @@ impl SqliteStore {
         }
         tx.commit().map_err(sq("committing a batch"))?;
         lock(&self.series_ids).extend(new_ids);
-        Ok(ApplyOutcome::Applied { changed: changed.len() })
+        Ok(ApplyOutcome::Applied {
+            changed: changed.len(),
+        })
     }
 
     fn upsert_readings(
@@ -156,14 +179,19 @@ impl SqliteStore {
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         let known: HashMap<SeriesKey, i64> = {
             let cache = lock(&self.series_ids);
-            readings.iter().filter_map(|r| cache.get(&r.series()).map(|id| (r.series(), *id))).collect()
+            readings
+                .iter()
+                .filter_map(|r| cache.get(&r.series()).map(|id| (r.series(), *id)))
+                .collect()
         };
         let mut ids = known;
         let mut insert_series = tx
             .prepare_cached("INSERT INTO series (tenant, device, metric) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
             .map_err(sq("preparing series insert"))?;
         let mut select_series = tx
-            .prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device = ?2 AND metric = ?3")
+            .prepare_cached(
+                "SELECT id FROM series WHERE tenant = ?1 AND device = ?2 AND metric = ?3",
+            )
             .map_err(sq("preparing series lookup"))?;
         let mut upsert = tx
             .prepare_cached(
@@ -178,16 +206,24 @@ impl SqliteStore {
             let id = match ids.get(&key) {
                 Some(id) => *id,
                 None => {
-                    insert_series.execute(params![key.tenant, key.device, key.metric]).map_err(sq("creating a series"))?;
+                    insert_series
+                        .execute(params![key.tenant, key.device, key.metric])
+                        .map_err(sq("creating a series"))?;
                     let id: i64 = select_series
-                        .query_row(params![key.tenant, key.device, key.metric], |row| row.get(0))
+                        .query_row(params![key.tenant, key.device, key.metric], |row| {
+                            row.get(0)
+                        })
                         .map_err(sq("reading a series id"))?;
                     new_ids.push((key.clone(), id));
                     ids.insert(key, id);
                     id
                 }
             };
-            if upsert.execute(params![id, r.ts_ms, r.value]).map_err(sq("upserting a reading"))? > 0 {
+            if upsert
+                .execute(params![id, r.ts_ms, r.value])
+                .map_err(sq("upserting a reading"))?
+                > 0
+            {
                 changed.push((id, r.ts_ms));
             }
         }
@@ -195,16 +231,22 @@ impl SqliteStore {
     }
 }
 
-fn raw_in(tx: &Transaction<'_>, buckets: &BTreeSet<(i64, i64)>) -> Result<Vec<(i64, i64, Rollup)>, StoreError> {
+fn raw_in(
+    tx: &Transaction<'_>,
+    buckets: &BTreeSet<(i64, i64)>,
+) -> Result<Vec<(i64, i64, Rollup)>, StoreError> {
     let mut stmt = tx
-        .prepare_cached("SELECT ts, value FROM readings WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3")
+        .prepare_cached(
+            "SELECT ts, value FROM readings WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
+        )
         .map_err(sq("preparing raw lookup"))?;
     let mut out = Vec::new();
     for (sid, start) in buckets {
         let rows = stmt
-            .query_map(params![sid, start, start + Interval::Minute.len_ms()], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
-            })
+            .query_map(
+                params![sid, start, start + Interval::Minute.len_ms()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)),
+            )
             .map_err(sq("reading raw readings of touched minutes"))?;
         for row in rows {
             let (t, v) = row.map_err(sq("reading a raw reading"))?;
@@ -224,11 +266,15 @@ fn rollups_in(
         "SELECT bucket, {ROLLUP_COLUMNS} FROM {} WHERE series_id = ?1 AND bucket >= ?2 AND bucket < ?3",
         rollup_table(src)
     );
-    let mut stmt = tx.prepare_cached(&sql).map_err(sq("preparing rollup lookup"))?;
+    let mut stmt = tx
+        .prepare_cached(&sql)
+        .map_err(sq("preparing rollup lookup"))?;
     let mut out = Vec::new();
     for (sid, start) in buckets {
         let rows = stmt
-            .query_map(params![sid, start, start + parent.len_ms()], |r| Ok((r.get::<_, i64>(0)?, rollup_of(r, 1)?)))
+            .query_map(params![sid, start, start + parent.len_ms()], |r| {
+                Ok((r.get::<_, i64>(0)?, rollup_of(r, 1)?))
+            })
             .map_err(sq("reading rollups of touched buckets"))?;
         for row in rows {
             let (bucket, rollup) = row.map_err(sq("reading a rollup"))?;
@@ -251,10 +297,14 @@ fn write_rollups(
            last_at = excluded.last_at, last_value = excluded.last_value",
         rollup_table(interval)
     );
-    let mut stmt = tx.prepare_cached(&sql).map_err(sq("preparing rollup upsert"))?;
+    let mut stmt = tx
+        .prepare_cached(&sql)
+        .map_err(sq("preparing rollup upsert"))?;
     for ((sid, bucket), r) in rollups {
-        stmt.execute(params![sid, bucket, r.count, r.sum, r.min, r.max, r.first_ts, r.first, r.last_ts, r.last])
-            .map_err(sq("writing a rollup"))?;
+        stmt.execute(params![
+            sid, bucket, r.count, r.sum, r.min, r.max, r.first_ts, r.first, r.last_ts, r.last
+        ])
+        .map_err(sq("writing a rollup"))?;
     }
     Ok(())
 }
@@ -316,7 +366,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn snapshot(&self, interval: Interval) -> BoxFuture<'_, Result<Vec<(String, String, String, Bucket)>, StoreError>> {
+    fn snapshot(&self, interval: Interval) -> BoxFuture<'_, Result<Vec<SnapshotRow>, StoreError>> {
         self.blocking(move |s| {
             let conn = lock(&s.reader);
             let sql = format!(
@@ -338,16 +388,27 @@ impl Store for SqliteStore {
     fn devices(&self) -> BoxFuture<'_, Result<Vec<Device>, StoreError>> {
         self.blocking(|s| {
             let conn = lock(&s.reader);
-            let mut stmt =
-                conn.prepare_cached("SELECT DISTINCT tenant, device FROM series ORDER BY 1, 2").map_err(sq("listing devices"))?;
-            let rows = stmt
-                .query_map([], |r| Ok(Device { tenant: r.get(0)?, device: r.get(1)? }))
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT tenant, device FROM series ORDER BY 1, 2")
                 .map_err(sq("listing devices"))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(sq("reading a device"))
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Device {
+                        tenant: r.get(0)?,
+                        device: r.get(1)?,
+                    })
+                })
+                .map_err(sq("listing devices"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sq("reading a device"))
         })
     }
 
-    fn metrics<'a>(&'a self, tenant: &'a str, device: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+    fn metrics<'a>(
+        &'a self,
+        tenant: &'a str,
+        device: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         let (tenant, device) = (tenant.to_owned(), device.map(str::to_owned));
         self.blocking(move |s| {
             let conn = lock(&s.reader);
@@ -363,7 +424,9 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.blocking(|s| {
-            lock(&s.reader).query_row("SELECT 1", [], |_| Ok(())).map_err(sq("ping"))
+            lock(&s.reader)
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(sq("ping"))
         })
     }
 }

@@ -45,19 +45,33 @@ async fn postgres() -> Arc<dyn Store> {
 const T0: i64 = 1_577_836_800_000;
 
 fn reading(metric: &str, ts_ms: i64, value: f64) -> Reading {
-    Reading { tenant: "t".into(), device: "dev".into(), metric: metric.into(), ts_ms, value }
+    Reading {
+        tenant: "t".into(),
+        device: "dev".into(),
+        metric: metric.into(),
+        ts_ms,
+        value,
+    }
 }
 
 fn batch(partition: i32, expected: Option<i64>, next: i64, readings: Vec<Reading>) -> ApplyBatch {
     ApplyBatch {
         group: "g".into(),
         topic: "readings".into(),
-        advances: vec![PositionAdvance { partition, expected, next }],
+        advances: vec![PositionAdvance {
+            partition,
+            expected,
+            next,
+        }],
         readings,
     }
 }
 
-async fn buckets(store: &Arc<dyn Store>, metric: &str, interval: Interval) -> Vec<reporting_store::Bucket> {
+async fn buckets(
+    store: &Arc<dyn Store>,
+    metric: &str,
+    interval: Interval,
+) -> Vec<reporting_store::Bucket> {
     store
         .series(SeriesQuery {
             tenant: "t".into(),
@@ -87,23 +101,40 @@ async fn rollups_are_computed_at_every_level(store: Arc<dyn Store>) {
     let minutes = buckets(&store, "m", Interval::Minute).await;
     assert_eq!(minutes.len(), 3);
     let m0 = minutes[0].rollup;
-    assert_eq!((minutes[0].start_ms, m0.count, m0.sum, m0.min, m0.max), (T0, 3, 15.0, 2.0, 8.0));
-    assert_eq!((m0.first_ts, m0.first, m0.last_ts, m0.last), (T0, 2.0, T0 + 59_999, 5.0));
+    assert_eq!(
+        (minutes[0].start_ms, m0.count, m0.sum, m0.min, m0.max),
+        (T0, 3, 15.0, 2.0, 8.0)
+    );
+    assert_eq!(
+        (m0.first_ts, m0.first, m0.last_ts, m0.last),
+        (T0, 2.0, T0 + 59_999, 5.0)
+    );
 
     let hours = buckets(&store, "m", Interval::Hour).await;
     assert_eq!(hours.len(), 2);
     let h0 = hours[0].rollup;
-    assert_eq!((h0.count, h0.sum, h0.min, h0.max, h0.last), (4, 14.0, -1.0, 8.0, -1.0));
+    assert_eq!(
+        (h0.count, h0.sum, h0.min, h0.max, h0.last),
+        (4, 14.0, -1.0, 8.0, -1.0)
+    );
 
     let days = buckets(&store, "m", Interval::Day).await;
-    assert_eq!(days.iter().map(|b| (b.start_ms, b.rollup.count)).collect::<Vec<_>>(), vec![(T0, 4), (T0 + DAY_MS, 1)]);
+    assert_eq!(
+        days.iter()
+            .map(|b| (b.start_ms, b.rollup.count))
+            .collect::<Vec<_>>(),
+        vec![(T0, 4), (T0 + DAY_MS, 1)]
+    );
     assert_eq!(days[1].rollup.sum, 100.0);
 }
 on_both_backends!(rollups_are_computed_at_every_level);
 
 async fn replayed_reading_is_counted_once(store: Arc<dyn Store>) {
     let rs = vec![reading("m", T0, 1.0), reading("m", T0 + 1000, 2.0)];
-    store.apply(batch(0, None, 2, rs.clone())).await.expect("first");
+    store
+        .apply(batch(0, None, 2, rs.clone()))
+        .await
+        .expect("first");
     let again = store.apply(batch(0, Some(2), 4, rs)).await.expect("replay");
     assert_eq!(again, ApplyOutcome::Applied { changed: 0 });
     let day = buckets(&store, "m", Interval::Day).await;
@@ -111,53 +142,95 @@ async fn replayed_reading_is_counted_once(store: Arc<dyn Store>) {
 }
 on_both_backends!(replayed_reading_is_counted_once);
 
-async fn new_value_for_an_identity_corrects_every_level_including_min_and_max(store: Arc<dyn Store>) {
+async fn new_value_for_an_identity_corrects_every_level_including_min_and_max(
+    store: Arc<dyn Store>,
+) {
     // Minute holds 1, 9, 4: max 9. Replacing 9 by 3 must bring max back to 4 and the sum to 8.
-    let rs = vec![reading("m", T0, 1.0), reading("m", T0 + 1000, 9.0), reading("m", T0 + 2000, 4.0)];
+    let rs = vec![
+        reading("m", T0, 1.0),
+        reading("m", T0 + 1000, 9.0),
+        reading("m", T0 + 2000, 4.0),
+    ];
     store.apply(batch(0, None, 3, rs)).await.expect("first");
-    let out = store.apply(batch(0, Some(3), 4, vec![reading("m", T0 + 1000, 3.0)])).await.expect("correction");
+    let out = store
+        .apply(batch(0, Some(3), 4, vec![reading("m", T0 + 1000, 3.0)]))
+        .await
+        .expect("correction");
     assert_eq!(out, ApplyOutcome::Applied { changed: 1 });
     for interval in Interval::ALL {
         let b = buckets(&store, "m", interval).await;
         assert_eq!(b.len(), 1, "{interval:?}");
         let r = b[0].rollup;
-        assert_eq!((r.count, r.sum, r.min, r.max), (3, 8.0, 1.0, 4.0), "{interval:?}");
+        assert_eq!(
+            (r.count, r.sum, r.min, r.max),
+            (3, 8.0, 1.0, 4.0),
+            "{interval:?}"
+        );
         assert_eq!((r.first, r.last), (1.0, 4.0), "{interval:?}");
     }
     // Replacing the first and last readings moves first/last values too.
     store
-        .apply(batch(0, Some(4), 5, vec![reading("m", T0, -7.0), reading("m", T0 + 2000, 70.0)]))
+        .apply(batch(
+            0,
+            Some(4),
+            5,
+            vec![reading("m", T0, -7.0), reading("m", T0 + 2000, 70.0)],
+        ))
         .await
         .expect("second correction");
     let r = buckets(&store, "m", Interval::Day).await[0].rollup;
-    assert_eq!((r.min, r.max, r.first, r.last, r.sum), (-7.0, 70.0, -7.0, 70.0, 66.0));
+    assert_eq!(
+        (r.min, r.max, r.first, r.last, r.sum),
+        (-7.0, 70.0, -7.0, 70.0, 66.0)
+    );
 }
 on_both_backends!(new_value_for_an_identity_corrects_every_level_including_min_and_max);
 
 async fn stale_consumer_is_fenced_and_writes_nothing(store: Arc<dyn Store>) {
-    store.apply(batch(3, None, 10, vec![reading("m", T0, 1.0)])).await.expect("first owner");
+    store
+        .apply(batch(3, None, 10, vec![reading("m", T0, 1.0)]))
+        .await
+        .expect("first owner");
     // Two consumers both believe the position is 10 and both read offsets 10..20.
-    let winner = store.apply(batch(3, Some(10), 20, vec![reading("m", T0 + 1000, 5.0)])).await.expect("winner");
+    let winner = store
+        .apply(batch(3, Some(10), 20, vec![reading("m", T0 + 1000, 5.0)]))
+        .await
+        .expect("winner");
     assert_eq!(winner, ApplyOutcome::Applied { changed: 1 });
-    let zombie = store.apply(batch(3, Some(10), 20, vec![reading("m", T0 + 2000, 50.0)])).await.expect("zombie");
+    let zombie = store
+        .apply(batch(3, Some(10), 20, vec![reading("m", T0 + 2000, 50.0)]))
+        .await
+        .expect("zombie");
     assert_eq!(zombie, ApplyOutcome::Fenced { partition: 3 });
     // A second consumer that thinks no position exists is fenced too.
-    let fresh = store.apply(batch(3, None, 20, vec![reading("m", T0 + 3000, 500.0)])).await.expect("fresh");
+    let fresh = store
+        .apply(batch(3, None, 20, vec![reading("m", T0 + 3000, 500.0)]))
+        .await
+        .expect("fresh");
     assert_eq!(fresh, ApplyOutcome::Fenced { partition: 3 });
     let day = buckets(&store, "m", Interval::Day).await[0].rollup;
     assert_eq!((day.count, day.sum), (2, 6.0));
-    let positions = store.positions("g", "readings", &[3, 4]).await.expect("positions");
+    let positions = store
+        .positions("g", "readings", &[3, 4])
+        .await
+        .expect("positions");
     assert_eq!(positions.into_iter().collect::<Vec<_>>(), vec![(3, 20)]);
 }
 on_both_backends!(stale_consumer_is_fenced_and_writes_nothing);
 
 async fn concurrent_owners_of_a_partition_commit_exactly_one_batch(store: Arc<dyn Store>) {
-    store.apply(batch(0, None, 1, vec![])).await.expect("position row");
+    store
+        .apply(batch(0, None, 1, vec![]))
+        .await
+        .expect("position row");
     let mut tasks = Vec::new();
     for i in 0..6 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.apply(batch(0, Some(1), 2, vec![reading("m", T0 + i, 1.0)])).await.expect("apply")
+            store
+                .apply(batch(0, Some(1), 2, vec![reading("m", T0 + i, 1.0)]))
+                .await
+                .expect("apply")
         }));
     }
     let mut applied = 0;
@@ -174,14 +247,26 @@ on_both_backends!(concurrent_owners_of_a_partition_commit_exactly_one_batch);
 async fn migrations_run_twice_without_harm_and_lists_show_what_exists(store: Arc<dyn Store>) {
     store.migrate().await.expect("second migrate");
     store
-        .apply(batch(0, None, 2, vec![reading("b", T0, 1.0), reading("a", T0, 1.0)]))
+        .apply(batch(
+            0,
+            None,
+            2,
+            vec![reading("b", T0, 1.0), reading("a", T0, 1.0)],
+        ))
         .await
         .expect("apply");
     let devices = store.devices().await.expect("devices");
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].device, "dev");
-    assert_eq!(store.metrics("t", Some("dev")).await.expect("metrics"), vec!["a".to_string(), "b".to_string()]);
-    assert!(store.metrics("t", Some("other")).await.expect("metrics").is_empty());
+    assert_eq!(
+        store.metrics("t", Some("dev")).await.expect("metrics"),
+        vec!["a".to_string(), "b".to_string()]
+    );
+    assert!(store
+        .metrics("t", Some("other"))
+        .await
+        .expect("metrics")
+        .is_empty());
     store.ping().await.expect("ping");
 }
 on_both_backends!(migrations_run_twice_without_harm_and_lists_show_what_exists);

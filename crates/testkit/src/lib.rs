@@ -14,8 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// A name unique to this process and call: `prefix_<pid>_<nanos>_<n>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{prefix}_{}_{nanos}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn required_env(name: &str) -> String {
@@ -37,12 +44,16 @@ pub fn kafka_brokers() -> String {
 pub async fn postgres_database() -> String {
     let admin_url = required_env("REPORTING_TEST_POSTGRES");
     let name = unique_name("reporting_test");
-    let (client, connection) = match tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await {
-        Ok(c) => c,
-        Err(e) => panic!("cannot connect to REPORTING_TEST_POSTGRES={admin_url}: {e}"),
-    };
+    let (client, connection) =
+        match tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await {
+            Ok(c) => c,
+            Err(e) => panic!("cannot connect to REPORTING_TEST_POSTGRES={admin_url}: {e}"),
+        };
     let conn_task = tokio::spawn(connection);
-    if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+    if let Err(e) = client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+    {
         panic!("creating test database {name}: {e}");
     }
     drop(client);

@@ -21,7 +21,11 @@ impl Moments {
         let seed = std::env::var("REPORTING_E2E_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
         eprintln!("kill moments seed: REPORTING_E2E_SEED={seed}");
         Moments(seed | 1)
     }
@@ -36,22 +40,40 @@ impl Moments {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The environment that gives a child process `config`'s bus, store and addresses.
 fn child_env(config: &Config) -> Vec<(String, String)> {
     let mut env = vec![
-        ("REPORTING__DATA_DIR".to_string(), config.data_dir.display().to_string()),
+        (
+            "REPORTING__DATA_DIR".to_string(),
+            config.data_dir.display().to_string(),
+        ),
         ("REPORTING__LOG__LEVEL".into(), "warn".into()),
         ("REPORTING__LOG__FORMAT".into(), "json".into()),
         ("REPORTING__BUS__TOPIC".into(), config.bus.topic.clone()),
         ("REPORTING__BUS__GROUP".into(), config.bus.group.clone()),
-        ("REPORTING__BUS__PARTITIONS".into(), config.bus.partitions.to_string()),
+        (
+            "REPORTING__BUS__PARTITIONS".into(),
+            config.bus.partitions.to_string(),
+        ),
         ("REPORTING__AGGREGATOR__BATCH_LINGER_MS".into(), "50".into()),
-        ("REPORTING__AGGREGATOR__BATCH_MAX_RECORDS".into(), "20".into()),
-        ("REPORTING__ADMIN__LISTEN".into(), format!("127.0.0.1:{}", free_port())),
-        ("REPORTING__INGEST__LISTEN".into(), config.ingest.listen.clone()),
+        (
+            "REPORTING__AGGREGATOR__BATCH_MAX_RECORDS".into(),
+            "20".into(),
+        ),
+        (
+            "REPORTING__ADMIN__LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "REPORTING__INGEST__LISTEN".into(),
+            config.ingest.listen.clone(),
+        ),
         ("REPORTING__API__LISTEN".into(), config.api.listen.clone()),
     ];
     if let Some(b) = &config.bus.brokers {
@@ -79,9 +101,15 @@ fn kill(child: &mut Child) {
 }
 
 fn terminate(child: &mut Child) {
-    let _sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let status = child.wait().expect("wait");
-    assert!(status.success(), "graceful shutdown on SIGTERM exits 0, got {status}");
+    assert!(
+        status.success(),
+        "graceful shutdown on SIGTERM exits 0, got {status}"
+    );
 }
 
 /// Where the aggregator runs: embedded, it is the `reporting up` process (killing it kills ingest too, and
@@ -114,7 +142,12 @@ impl Cluster {
                 }
             }
             Backend::KafkaPostgres => {
-                let roles = Roles { ingest: true, aggregator: false, api: true, prepare: true };
+                let roles = Roles {
+                    ingest: true,
+                    aggregator: false,
+                    api: true,
+                    prepare: true,
+                };
                 let system = System::start_with(config.clone(), roles, None).await;
                 Cluster {
                     ingest_url: system.ingest_url.clone(),
@@ -133,9 +166,16 @@ impl Cluster {
     }
 
     async fn wait_ready(&self) {
-        reporting_testkit::wait_until("the ingest API to answer", Duration::from_secs(60), || async {
-            reqwest::get(format!("{}/v1/readings", self.ingest_url)).await.ok().map(|_| ())
-        })
+        reporting_testkit::wait_until(
+            "the ingest API to answer",
+            Duration::from_secs(60),
+            || async {
+                reqwest::get(format!("{}/v1/readings", self.ingest_url))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 }
@@ -144,14 +184,23 @@ async fn compare_with_csv(api_url: &str, files: &[PathBuf]) {
     let days = oracle::expected_rollups(files, Level::Day);
     let hours = oracle::expected_rollups(files, Level::Hour);
     let total = system::total_count(&days);
-    reporting_testkit::wait_until("the rollups to count every reading", Duration::from_secs(300), || {
-        let days = days.clone();
-        async move { (system::api_total_count(api_url, &days).await >= total).then_some(()) }
-    })
+    reporting_testkit::wait_until(
+        "the rollups to count every reading",
+        Duration::from_secs(300),
+        || {
+            let days = days.clone();
+            async move { (system::api_total_count(api_url, &days).await >= total).then_some(()) }
+        },
+    )
     .await;
     let mut problems = system::api_mismatches(api_url, &days, Level::Day).await;
     problems.extend(system::api_mismatches(api_url, &hours, Level::Hour).await);
-    assert!(problems.is_empty(), "{} mismatches, first: {:#?}", problems.len(), &problems[..problems.len().min(10)]);
+    assert!(
+        problems.is_empty(),
+        "{} mismatches, first: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
 }
 
 fn excerpt(dir: &Path) -> Vec<PathBuf> {

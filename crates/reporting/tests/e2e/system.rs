@@ -42,8 +42,10 @@ pub(crate) use on_both_backends;
 
 /// A configuration of `backend` with its own data dir, or its own topic, group and database.
 pub(crate) async fn config_for(backend: Backend, dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = dir.to_path_buf();
+    let mut c = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     c.log.level = "warn".into();
     c.bus.partitions = 4;
     c.ingest.max_body_bytes = 1 << 20;
@@ -78,27 +80,66 @@ impl System {
     pub(crate) async fn start(backend: Backend) -> System {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config_for(backend, dir.path()).await;
-        let roles = Roles { ingest: true, aggregator: true, api: true, prepare: true };
+        let roles = Roles {
+            ingest: true,
+            aggregator: true,
+            api: true,
+            prepare: true,
+        };
         System::start_with(config, roles, Some(dir)).await
     }
 
     /// `roles` with `config`.
-    pub(crate) async fn start_with(config: Config, roles: Roles, dir: Option<tempfile::TempDir>) -> System {
+    pub(crate) async fn start_with(
+        config: Config,
+        roles: Roles,
+        dir: Option<tempfile::TempDir>,
+    ) -> System {
         let listeners = Listeners {
-            admin: app::bind("admin", &config.admin.listen).await.expect("bind admin"),
-            ingest: Some(app::bind("ingest", &config.ingest.listen).await.expect("bind ingest")),
-            api: Some(app::bind("api", &config.api.listen).await.expect("bind api")),
+            admin: app::bind("admin", &config.admin.listen)
+                .await
+                .expect("bind admin"),
+            ingest: Some(
+                app::bind("ingest", &config.ingest.listen)
+                    .await
+                    .expect("bind ingest"),
+            ),
+            api: Some(
+                app::bind("api", &config.api.listen)
+                    .await
+                    .expect("bind api"),
+            ),
         };
         let url = |l: &Option<tokio::net::TcpListener>| {
-            format!("http://{}", l.as_ref().expect("listener").local_addr().expect("addr"))
+            format!(
+                "http://{}",
+                l.as_ref().expect("listener").local_addr().expect("addr")
+            )
         };
         let ingest_url = url(&listeners.ingest);
         let api_url = url(&listeners.api);
         let admin_url = format!("http://{}", listeners.admin.local_addr().expect("addr"));
-        let resources = Resources::open(&config, roles).await.expect("open bus and store");
+        let resources = Resources::open(&config, roles)
+            .await
+            .expect("open bus and store");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::run(config.clone(), roles, resources.clone(), listeners, shutdown.clone()));
-        System { ingest_url, api_url, admin_url, config, resources, shutdown, task, _dir: dir }
+        let task = tokio::spawn(app::run(
+            config.clone(),
+            roles,
+            resources.clone(),
+            listeners,
+            shutdown.clone(),
+        ));
+        System {
+            ingest_url,
+            api_url,
+            admin_url,
+            config,
+            resources,
+            shutdown,
+            task,
+            _dir: dir,
+        }
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -110,15 +151,22 @@ impl System {
         let bus = self.resources.bus.clone().expect("system has a bus");
         let store = self.resources.store.clone().expect("system has a store");
         let (group, topic) = (self.config.bus.group.clone(), self.config.bus.topic.clone());
-        reporting_testkit::wait_until("the aggregator to apply everything on the bus", Duration::from_secs(300), || {
-            let (bus, store, group, topic) = (bus.clone(), store.clone(), group.clone(), topic.clone());
-            async move {
-                let ends = bus.end_offsets().await.ok()?;
-                let partitions: Vec<i32> = ends.keys().copied().collect();
-                let stored = store.positions(&group, &topic, &partitions).await.ok()?;
-                ends.iter().all(|(p, end)| *end == 0 || stored.get(p) == Some(end)).then_some(())
-            }
-        })
+        reporting_testkit::wait_until(
+            "the aggregator to apply everything on the bus",
+            Duration::from_secs(300),
+            || {
+                let (bus, store, group, topic) =
+                    (bus.clone(), store.clone(), group.clone(), topic.clone());
+                async move {
+                    let ends = bus.end_offsets().await.ok()?;
+                    let partitions: Vec<i32> = ends.keys().copied().collect();
+                    let stored = store.positions(&group, &topic, &partitions).await.ok()?;
+                    ends.iter()
+                        .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
+                        .then_some(())
+                }
+            },
+        )
         .await;
     }
 
@@ -134,16 +182,27 @@ impl System {
 
 /// GET returning status and JSON body.
 pub(crate) async fn get_json(url: &str) -> (u16, Value) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url} answered non-JSON ({e}): {text}")))
+    (
+        status,
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("GET {url} answered non-JSON ({e}): {text}")),
+    )
 }
 
 /// GET returning status and text body.
 pub(crate) async fn get_text(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    (response.status().as_u16(), response.text().await.expect("body"))
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
 }
 
 /// POST `body` with `content_type`, returning status and JSON body.
@@ -157,7 +216,11 @@ pub(crate) async fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, 
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url} answered non-JSON ({e}): {text}")))
+    (
+        status,
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("POST {url} answered non-JSON ({e}): {text}")),
+    )
 }
 
 /// The bundled station, or all ten from `../shared` when `REPORTING_E2E_STATIONS=all`.
@@ -181,7 +244,9 @@ pub(crate) fn station_excerpt(dir: &Path, rows: usize) -> PathBuf {
     use std::io::Read as _;
     let gz = std::fs::read(&station_files()[0]).expect("bundled station");
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).expect("gunzip");
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut text)
+        .expect("gunzip");
     let excerpt: Vec<&str> = text.lines().take(rows + 1).collect();
     let path = dir.join("excerpt.csv");
     std::fs::write(&path, excerpt.join("\n") + "\n").expect("write excerpt");
@@ -194,7 +259,11 @@ pub(crate) fn total_count(expected: &BTreeMap<oracle::Key, Expected>) -> u64 {
 }
 
 /// Compares every series of `expected` at `level` with what the API at `api_url` serves; returns mismatches.
-pub(crate) async fn api_mismatches(api_url: &str, expected: &BTreeMap<oracle::Key, Expected>, level: Level) -> Vec<String> {
+pub(crate) async fn api_mismatches(
+    api_url: &str,
+    expected: &BTreeMap<oracle::Key, Expected>,
+    level: Level,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (station, metric) in oracle::series_names(expected) {
         let url = format!(
@@ -208,20 +277,40 @@ pub(crate) async fn api_mismatches(api_url: &str, expected: &BTreeMap<oracle::Ke
             problems.push(format!("GET {url} answered {status}: {body}"));
             continue;
         }
-        problems.extend(oracle::compare_series(expected, &station, &metric, .., &body["buckets"]));
+        problems.extend(oracle::compare_series(
+            expected,
+            &station,
+            &metric,
+            ..,
+            &body["buckets"],
+        ));
     }
     problems
 }
 
 /// Total count of the API's day buckets over every series of `expected`.
-pub(crate) async fn api_total_count(api_url: &str, expected: &BTreeMap<oracle::Key, Expected>) -> u64 {
+pub(crate) async fn api_total_count(
+    api_url: &str,
+    expected: &BTreeMap<oracle::Key, Expected>,
+) -> u64 {
     let mut total = 0;
     for (station, metric) in oracle::series_names(expected) {
-        let url = format!("{api_url}/v1/series?device={}&metric={}&interval=1d", encode(&station), encode(&metric));
-        let Ok(response) = reqwest::get(&url).await else { continue };
-        let Ok(body) = response.json::<Value>().await else { continue };
+        let url = format!(
+            "{api_url}/v1/series?device={}&metric={}&interval=1d",
+            encode(&station),
+            encode(&metric)
+        );
+        let Ok(response) = reqwest::get(&url).await else {
+            continue;
+        };
+        let Ok(body) = response.json::<Value>().await else {
+            continue;
+        };
         if let Some(buckets) = body["buckets"].as_array() {
-            total += buckets.iter().filter_map(|b| b["count"].as_u64()).sum::<u64>();
+            total += buckets
+                .iter()
+                .filter_map(|b| b["count"].as_u64())
+                .sum::<u64>();
         }
     }
     total
@@ -241,7 +330,11 @@ pub(crate) fn encode(s: &str) -> String {
 }
 
 /// Imports `files` through the ingest API at `ingest_url`.
-pub(crate) async fn import(ingest_url: &str, files: &[PathBuf], batch: usize) -> reporting_import::ImportSummary {
+pub(crate) async fn import(
+    ingest_url: &str,
+    files: &[PathBuf],
+    batch: usize,
+) -> reporting_import::ImportSummary {
     let mut opts = reporting_import::ImportOptions::new(ingest_url, files.to_vec());
     opts.batch_size = batch;
     opts.retry.max_attempts = 60;
