@@ -258,3 +258,89 @@ async fn aggregator_replicas_added_and_removed_mid_import_count_everything_once(
         system.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_logs_are_flat_json_lines_that_graylog_keeps_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ingest = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_reporting"))
+        .arg("up")
+        .env("REPORTING__DATA_DIR", dir.path())
+        .env("REPORTING__LOG__FORMAT", "json")
+        .env("REPORTING__INGEST__LISTEN", &ingest)
+        .env("REPORTING__API__LISTEN", "127.0.0.1:0")
+        .env("REPORTING__ADMIN__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start reporting up");
+    let pid = child.id();
+    // A rejected request makes the ingest log an info line with extra fields.
+    reporting_testkit::wait_until("ingest to answer", Duration::from_secs(60), || async {
+        reqwest::Client::new()
+            .post(format!("http://{ingest}/v1/readings"))
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let _sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        output.status.success(),
+        "SIGTERM exits 0: {}",
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 logs");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(
+        lines.len() >= 5,
+        "expected start-up, request and shutdown lines, got: {stdout}"
+    );
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let obj = v.as_object().expect("object");
+        assert!(
+            obj["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message: {line}"
+        );
+        assert!(
+            obj["level"].as_u64().is_some_and(|l| l <= 7),
+            "numeric syslog level: {line}"
+        );
+        assert!(
+            obj["timestamp"].as_f64().is_some_and(|t| t > 1.6e9),
+            "epoch seconds: {line}"
+        );
+        assert_eq!(obj["role"], "up", "{line}");
+        assert!(!obj.contains_key("id"), "GELF drops `id`: {line}");
+        assert!(
+            obj.values().all(|x| !x.is_object() && !x.is_array()),
+            "flat: {line}"
+        );
+    }
+    let refused = lines
+        .iter()
+        .find(|l| l.contains("request refused"))
+        .expect("a line for the refused request");
+    let v: serde_json::Value = serde_json::from_str(refused).expect("json");
+    assert_eq!(
+        (
+            v["reason"].as_str(),
+            v["status"].as_u64(),
+            v["level"].as_u64()
+        ),
+        (Some("unsupported_media_type"), Some(415), Some(6))
+    );
+    assert!(lines.iter().any(|l| l.contains("shutting down")));
+}
