@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reporting_bus::{Consumer, Message, PositionSource};
+use reporting_bus::{BatchLimits, Consumer, Message, PositionSource};
 use reporting_core::dedupe::last_write_wins;
 use reporting_core::reading::Reading;
 use reporting_core::record::{decode, RecordError};
@@ -30,10 +30,8 @@ pub struct AggregatorSettings {
     pub group: String,
     /// Topic read.
     pub topic: String,
-    /// Most bus records per batch.
-    pub batch_max_records: usize,
-    /// How long a poll waits for the first record.
-    pub linger: Duration,
+    /// Size of a batch (records, payload bytes) and how long a poll waits for the first record.
+    pub batch: BatchLimits,
 }
 
 /// Loads partition positions from the store (blocking; called from the consumer's thread).
@@ -155,7 +153,7 @@ pub fn run(
     let mut expected: HashMap<i32, Option<i64>> = HashMap::new();
     tracing::info!(group = %settings.group, topic = %settings.topic, "aggregator started");
     while !shutdown.is_cancelled() {
-        let polled = match consumer.poll_batch(settings.batch_max_records, settings.linger) {
+        let polled = match consumer.poll_batch(&settings.batch) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::{BusError, Consumer, Message, OutRecord, Polled, PositionSource, Publisher};
+use crate::{
+    BatchLimits, BusError, Consumer, Message, OutRecord, Polled, PositionSource, Publisher,
+};
 
 const HEADER: usize = 8;
 
@@ -149,8 +151,15 @@ impl EmbeddedLog {
             .map_or(0, |p| lock(p).positions.len() as i64)
     }
 
-    /// Reads up to `max` records of `partition` from `from`.
-    pub fn read(&self, partition: i32, from: i64, max: usize) -> Result<Vec<Message>, BusError> {
+    /// Reads up to `max` records of `partition` from `from`, stopping before `max_bytes` of frames (but always
+    /// returning at least one record when there is one).
+    pub fn read(
+        &self,
+        partition: i32,
+        from: i64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Message>, BusError> {
         let Some(part) = self.inner.partitions.get(partition as usize) else {
             return Ok(Vec::new());
         };
@@ -160,8 +169,13 @@ impl EmbeddedLog {
             if first >= part.positions.len() || max == 0 {
                 return Ok(Vec::new());
             }
-            let last = (first + max).min(part.positions.len());
-            let end_pos = part.positions.get(last).copied().unwrap_or(part.end);
+            let mut last = (first + max).min(part.positions.len());
+            let start = part.positions[first];
+            let end_of = |i: usize| part.positions.get(i).copied().unwrap_or(part.end);
+            while last > first + 1 && (end_of(last) - start) as usize > max_bytes {
+                last = first + 1 + (last - first - 1) / 2;
+            }
+            let end_pos = end_of(last);
             let file = part
                 .file
                 .try_clone()
@@ -335,7 +349,8 @@ impl EmbeddedConsumer {
 }
 
 impl Consumer for EmbeddedConsumer {
-    fn poll_batch(&mut self, max_messages: usize, linger: Duration) -> Result<Polled, BusError> {
+    fn poll_batch(&mut self, limits: &BatchLimits) -> Result<Polled, BusError> {
+        let (max_messages, linger) = (limits.max_messages, limits.linger);
         let mut polled = Polled::default();
         if self.next.is_empty() {
             let partitions: Vec<i32> = (0..self.log.partition_count() as i32).collect();
@@ -359,11 +374,12 @@ impl Consumer for EmbeddedConsumer {
             for i in 0..count {
                 let p = ((self.cursor + i) % count) as i32;
                 let room = max_messages.saturating_sub(polled.messages.len());
-                if room == 0 {
+                let bytes: usize = polled.messages.iter().map(|m| m.value.len()).sum();
+                if room == 0 || bytes >= limits.max_bytes {
                     break;
                 }
                 let from = self.next.get(&p).copied().unwrap_or(0);
-                let got = self.log.read(p, from, room)?;
+                let got = self.log.read(p, from, room, limits.max_bytes - bytes)?;
                 if let Some(last) = got.last() {
                     self.next.insert(p, last.offset + 1);
                 }
@@ -403,6 +419,12 @@ impl Consumer for EmbeddedConsumer {
 mod tests {
     use super::*;
 
+    const LIMITS: BatchLimits = BatchLimits {
+        max_messages: 100,
+        max_bytes: 1 << 20,
+        linger: Duration::from_millis(10),
+    };
+
     struct NoPositions;
     impl PositionSource for NoPositions {
         fn positions(&self, _: &[i32]) -> Result<HashMap<i32, i64>, String> {
@@ -433,13 +455,13 @@ mod tests {
         );
         let p = log.partition_for(b"a");
         let values: Vec<Vec<u8>> = log
-            .read(p, 0, 10)
+            .read(p, 0, 10, usize::MAX)
             .expect("read")
             .into_iter()
             .map(|m| m.value)
             .collect();
         assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
-        assert_eq!(log.read(p, 1, 1).expect("read")[0].offset, 1);
+        assert_eq!(log.read(p, 1, 1, usize::MAX).expect("read")[0].offset, 1);
     }
 
     #[test]
@@ -464,7 +486,7 @@ mod tests {
         let log = EmbeddedLog::open(dir.path(), 1).expect("reopen");
         log.append(&[rec("k", "next")]).expect("append");
         let values: Vec<Vec<u8>> = log
-            .read(p, 0, 10)
+            .read(p, 0, 10, usize::MAX)
             .expect("read")
             .into_iter()
             .map(|m| m.value)
@@ -490,6 +512,23 @@ mod tests {
     }
 
     #[test]
+    fn reads_stop_at_the_byte_limit_but_return_at_least_one_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path(), 1).expect("open");
+        log.append(&[
+            rec("k", "aaaaaaaaaa"),
+            rec("k", "bbbbbbbbbb"),
+            rec("k", "cccccccccc"),
+        ])
+        .expect("append");
+        // Each frame is 8 + 10 bytes.
+        assert_eq!(log.read(0, 0, 10, 36).expect("read").len(), 2);
+        assert_eq!(log.read(0, 0, 10, 35).expect("read").len(), 1);
+        assert_eq!(log.read(0, 0, 10, 1).expect("read").len(), 1);
+        assert_eq!(log.read(0, 1, 10, usize::MAX).expect("read").len(), 2);
+    }
+
+    #[test]
     fn second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _log = EmbeddedLog::open(dir.path(), 1).expect("open");
@@ -506,21 +545,15 @@ mod tests {
         log.append(&[rec("x", "1"), rec("y", "2"), rec("z", "3")])
             .expect("append");
         let mut consumer = EmbeddedConsumer::new(log.clone(), Arc::new(NoPositions));
-        let first = consumer
-            .poll_batch(100, Duration::from_millis(10))
-            .expect("poll");
+        let first = consumer.poll_batch(&LIMITS).expect("poll");
         assert_eq!(first.assigned.len(), 2);
         assert_eq!(first.messages.len(), 3);
-        let empty = consumer
-            .poll_batch(100, Duration::from_millis(10))
-            .expect("poll");
+        let empty = consumer.poll_batch(&LIMITS).expect("poll");
         assert!(empty.messages.is_empty());
         consumer
             .seek(log.partition_for(b"x"), Some(0))
             .expect("seek");
-        let again = consumer
-            .poll_batch(100, Duration::from_millis(10))
-            .expect("poll");
+        let again = consumer.poll_batch(&LIMITS).expect("poll");
         assert!(again.messages.iter().any(|m| m.value == b"1"));
     }
 }

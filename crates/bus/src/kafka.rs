@@ -19,7 +19,9 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use reporting_core::record::FORMAT_NAME;
 
-use crate::{BusError, Consumer, Message, OutRecord, Polled, PositionSource, Publisher};
+use crate::{
+    BatchLimits, BusError, Consumer, Message, OutRecord, Polled, PositionSource, Publisher,
+};
 
 /// Connection settings shared by producer, consumer and admin client.
 #[derive(Debug, Clone)]
@@ -321,10 +323,11 @@ impl KafkaConsumer {
 }
 
 impl Consumer for KafkaConsumer {
-    fn poll_batch(&mut self, max_messages: usize, linger: Duration) -> Result<Polled, BusError> {
+    fn poll_batch(&mut self, limits: &BatchLimits) -> Result<Polled, BusError> {
         let mut polled = Polled::default();
-        let deadline = Instant::now() + linger;
-        while polled.messages.len() < max_messages {
+        let deadline = Instant::now() + limits.linger;
+        let mut bytes = 0usize;
+        while polled.messages.len() < limits.max_messages && bytes < limits.max_bytes {
             let now = Instant::now();
             // Once something arrived, only drain what is already fetched.
             let wait = if polled.messages.is_empty() {
@@ -354,6 +357,7 @@ impl Consumer for KafkaConsumer {
                 }
                 Some(Ok(m)) => {
                     if self.assigned.contains_key(&m.partition) {
+                        bytes += m.value.len();
                         polled.messages.push(m);
                     }
                 }

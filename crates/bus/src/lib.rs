@@ -49,6 +49,17 @@ pub struct Polled {
     pub messages: Vec<Message>,
 }
 
+/// How much one poll may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most messages.
+    pub max_messages: usize,
+    /// Most payload bytes (at least one message is returned even if it is larger).
+    pub max_bytes: usize,
+    /// How long to wait for the first message.
+    pub linger: Duration,
+}
+
 /// Loads the stored next offsets of partitions; implemented by the aggregator over the store.
 pub trait PositionSource: Send + Sync {
     /// Next offset to read for each partition that has a stored position (absent: none stored).
@@ -65,8 +76,8 @@ pub trait Publisher: Send + Sync {
 
 /// A blocking batch consumer. Call it from a blocking thread, not from an async task.
 pub trait Consumer: Send {
-    /// Waits up to `linger` for messages and returns at most `max_messages` (possibly none).
-    fn poll_batch(&mut self, max_messages: usize, linger: Duration) -> Result<Polled, BusError>;
+    /// Waits up to `limits.linger` for messages and returns what fits in `limits` (possibly none).
+    fn poll_batch(&mut self, limits: &BatchLimits) -> Result<Polled, BusError>;
     /// Moves the read position of an assigned partition (`None`: to the beginning).
     fn seek(&mut self, partition: i32, next_offset: Option<i64>) -> Result<(), BusError>;
     /// Tells the bus how far the store has applied a partition (informational: lag dashboards).

@@ -269,8 +269,11 @@ pub async fn run(
         let settings = AggregatorSettings {
             group: config.bus.group.clone(),
             topic: config.bus.topic.clone(),
-            batch_max_records: config.aggregator.batch_max_records,
-            linger: Duration::from_millis(config.aggregator.batch_linger_ms),
+            batch: reporting_bus::BatchLimits {
+                max_messages: config.aggregator.batch_max_records,
+                max_bytes: config.aggregator.batch_max_bytes,
+                linger: Duration::from_millis(config.aggregator.batch_linger_ms),
+            },
         };
         let handle = tokio::runtime::Handle::current();
         let store = store.clone();

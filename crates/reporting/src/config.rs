@@ -115,6 +115,8 @@ pub struct StoreConfig {
 pub struct AggregatorConfig {
     /// Most bus records per batch (a record holds up to 5,000 readings of one device).
     pub batch_max_records: usize,
+    /// Most record payload bytes per batch (bounds memory and transaction size; ≈ 30 bytes per reading).
+    pub batch_max_bytes: usize,
     /// How long a poll waits for records (milliseconds).
     pub batch_linger_ms: u64,
 }
@@ -200,7 +202,8 @@ impl Default for StoreConfig {
 impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
-            batch_max_records: 200,
+            batch_max_records: 1000,
+            batch_max_bytes: 4 << 20,
             batch_linger_ms: 200,
         }
     }
@@ -294,8 +297,11 @@ impl Config {
         if self.bus.topic.trim().is_empty() || self.bus.group.trim().is_empty() {
             p.push("bus.topic and bus.group must not be blank".into());
         }
-        if self.aggregator.batch_max_records == 0 {
-            p.push("aggregator.batch_max_records must be positive".into());
+        if self.aggregator.batch_max_records == 0 || self.aggregator.batch_max_bytes == 0 {
+            p.push(
+                "aggregator.batch_max_records and aggregator.batch_max_bytes must be positive"
+                    .into(),
+            );
         }
         if self.store.pool_size == 0 {
             p.push("store.pool_size must be positive".into());

@@ -10,7 +10,8 @@ Modules:
   schemas   strict schema validation: built-in kinds (kubernetes-validate), SealedSecret
             (its CRD made strict), Flux/Strimzi/CloudNativePG (strict subsets), eksctl
   eksctl    node groups: the checks eksctl's schema cannot express
-  policy    resources, replicas, placement, probes, secrets, roles, grace periods
+  policy    resources, replicas, placement, probes, roles, grace periods, images
+  secretpolicy  no plain secrets in git; needed Secrets come from strict SealedSecrets
   flux      the Flux Kustomization chain
   logging   the fluent-bit → GELF → Graylog path and the shape of log records
   monitoring  Prometheus scrape config, alert rules, Grafana dashboard

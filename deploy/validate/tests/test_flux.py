@@ -66,3 +66,50 @@ def test_source_other_than_the_bootstrap_repository_fails(broken):
     broken.edit(APPS, "    name: flux-system\n", "    name: somewhere-else\n")
     problems = flux.check(broken.root)
     assert any("sourceRef must be GitRepository flux-system" in p for p in problems), problems
+
+
+FAKE_FLUX_CONTROLLER = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: source-controller
+  namespace: flux-system
+  labels:
+    app.kubernetes.io/part-of: flux
+spec:
+  selector:
+    matchLabels:
+      app: source-controller
+  template:
+    metadata:
+      labels:
+        app: source-controller
+    spec:
+      nodeSelector:
+        kubernetes.io/os: linux
+      containers:
+        - name: manager
+          image: ghcr.io/fluxcd/source-controller:v1.4.1
+"""
+
+
+def flux_controller_placement(broken):
+    from deploycheck import policy
+
+    broken.write("clusters/production/flux-system/gotk-components.yaml", FAKE_FLUX_CONTROLLER)
+    items = [i for i in tree.applied_everywhere(broken.root) if i.obj["kind"] == "Deployment"
+             and i.obj["metadata"]["namespace"] == "flux-system"]
+    assert len(items) == 1
+    return policy.check_placement(broken.root, items) + policy.check_replicas(items)
+
+
+def test_flux_controllers_written_by_bootstrap_land_on_the_system_group(broken):
+    """gotk-components.yaml is a placeholder until `flux bootstrap` fills it; with a
+    controller like the ones it writes, the flux-system patch places it correctly."""
+    assert flux_controller_placement(broken) == []
+
+
+def test_flux_controllers_without_the_placement_patch_fail(broken):
+    broken.edit("clusters/production/flux-system/kustomization.yaml", "              pool: system\n",
+                "              tier: system\n")
+    problems = flux_controller_placement(broken)
+    assert any("Deployment flux-system/source-controller pod: no nodeSelector" in p for p in problems), problems

@@ -3,7 +3,7 @@ the tree that must fail it."""
 
 import pytest
 
-from deploycheck import policy, tree
+from deploycheck import policy, secretpolicy, tree
 
 BASE = "apps/base"
 
@@ -21,7 +21,7 @@ def test_policy_holds(results, name):
 
 def run(check, broken):
     items = tree.applied_everywhere(broken.root)
-    if check in (policy.check_placement, policy.check_no_plain_secrets):
+    if check in (policy.check_placement, secretpolicy.check_no_plain_secrets):
         return check(broken.root, items)
     return check(items)
 
@@ -184,13 +184,13 @@ def test_deploying_a_role_that_does_not_exist_fails(broken):
 def test_plain_secret_file_anywhere_fails(broken):
     broken.write("apps/base/forgotten.yaml",
                  "apiVersion: v1\nkind: Secret\nmetadata:\n  name: leak\nstringData:\n  password: hunter2\n")
-    assert_fails(run(policy.check_no_plain_secrets, broken), "apps/base/forgotten.yaml: plain Secret leak")
+    assert_fails(run(secretpolicy.check_no_plain_secrets, broken), "apps/base/forgotten.yaml: plain Secret leak")
 
 
 def test_secret_generator_fails(broken):
     broken.edit("apps/production/kustomization.yaml", "replicas:\n",
                 "secretGenerator:\n  - name: x\n    literals: [a=b]\nreplicas:\n")
-    problems = run(policy.check_no_plain_secrets, broken)
+    problems = run(secretpolicy.check_no_plain_secrets, broken)
     assert_fails(problems, "apps/production/kustomization.yaml: kustomize secretGenerator")
     assert_fails(problems, "rendered as a plain Secret")
 
@@ -203,20 +203,20 @@ def test_committed_private_key_fails(broken):
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                             serialization.NoEncryption()).decode()
     broken.write("clusters/production/sealed-secrets.pem", pem)
-    assert_fails(run(policy.check_no_plain_secrets, broken), "clusters/production/sealed-secrets.pem: contains a private key")
+    assert_fails(run(secretpolicy.check_no_plain_secrets, broken), "clusters/production/sealed-secrets.pem: contains a private key")
 
 
 def test_reference_to_a_secret_nobody_seals_fails(broken):
     broken.edit(f"{BASE}/ingest.yaml", "                  name: reporting-kafka\n",
                 "                  name: reporting-kafka-credentials\n")
-    assert_fails(run(policy.check_sealed_secrets, broken),
+    assert_fails(run(secretpolicy.check_sealed_secrets, broken),
                  "Deployment reporting/ingest: needs Secret reporting/reporting-kafka-credentials")
 
 
 def test_cluster_wide_sealed_secret_fails(broken):
     broken.edit("apps/staging/secrets/reporting-postgres.yaml", "  namespace: reporting\nspec:",
                 "  namespace: reporting\n  annotations:\n    sealedsecrets.bitnami.com/cluster-wide: \"true\"\nspec:")
-    assert_fails(run(policy.check_sealed_secrets, broken), "sealed with a wider scope than strict")
+    assert_fails(run(secretpolicy.check_sealed_secrets, broken), "sealed with a wider scope than strict")
 
 
 def test_unpinned_image_fails(broken):
