@@ -11,7 +11,7 @@
 //! run it on a blocking thread. It returns after the batch in flight is committed once `shutdown` fires.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use reporting_bus::{BatchLimits, Consumer, Message, PositionSource};
@@ -32,6 +32,47 @@ pub struct AggregatorSettings {
     pub topic: String,
     /// Size of a batch (records, payload bytes) and how long a poll waits for the first record.
     pub batch: BatchLimits,
+}
+
+/// How the loop is doing, for `/readyz`: a store that keeps failing stalls the whole pipeline and must show.
+#[derive(Clone, Default)]
+pub struct Health {
+    failing_since: Arc<Mutex<Option<(Instant, String)>>>,
+}
+
+impl Health {
+    /// `Err` once applying batches has failed without a success for longer than `grace`.
+    pub fn check(&self, grace: Duration) -> Result<(), String> {
+        match &*self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some((since, error)) if since.elapsed() > grace => Err(format!(
+                "applying batches has failed for {} s, the aggregator is stalled: {error}",
+                since.elapsed().as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, error: String) {
+        let mut state = self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match state.as_mut() {
+            Some((_, last)) => *last = error,
+            None => *state = Some((Instant::now(), error)),
+        }
+    }
+
+    fn recovered(&self) {
+        *self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// Loads partition positions from the store (blocking; called from the consumer's thread).
@@ -148,6 +189,7 @@ pub fn run(
     store: Arc<dyn Store>,
     handle: &Handle,
     settings: &AggregatorSettings,
+    health: &Health,
     shutdown: &CancellationToken,
 ) {
     let mut expected: HashMap<i32, Option<i64>> = HashMap::new();
@@ -184,7 +226,7 @@ pub fn run(
             advances: prepared.advances.clone(),
             readings: prepared.readings,
         };
-        let Some(outcome) = apply_with_retry(&store, handle, batch, shutdown) else {
+        let Some(outcome) = apply_with_retry(&store, handle, batch, health, shutdown) else {
             break;
         };
         match outcome {
@@ -220,6 +262,7 @@ fn apply_with_retry(
     store: &Arc<dyn Store>,
     handle: &Handle,
     batch: ApplyBatch,
+    health: &Health,
     shutdown: &CancellationToken,
 ) -> Option<ApplyOutcome> {
     let mut wait = Duration::from_millis(100);
@@ -227,12 +270,14 @@ fn apply_with_retry(
         let started = Instant::now();
         match handle.block_on(store.apply(batch.clone())) {
             Ok(outcome) => {
+                health.recovered();
                 metrics::histogram!(names::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::histogram!(names::FLUSH_BATCH_READINGS)
                     .record(batch.readings.len() as f64);
                 return Some(outcome);
             }
             Err(e) => {
+                health.failed(error_chain(&e));
                 metrics::counter!(names::STORE_RETRIES).increment(1);
                 tracing::error!(
                     error = &e as &dyn std::error::Error,
@@ -370,6 +415,18 @@ mod tests {
         assert_eq!(p.readings.len(), 1);
         assert_eq!(p.readings[0].value, 2.0);
         assert_eq!(p.consumed, 2);
+    }
+
+    #[test]
+    fn health_turns_bad_only_after_the_grace_period_and_recovers() {
+        let health = Health::default();
+        assert!(health.check(Duration::ZERO).is_ok());
+        health.failed("constraint violated".into());
+        assert!(health.check(Duration::from_secs(3600)).is_ok());
+        let err = health.check(Duration::ZERO).expect_err("stalled");
+        assert!(err.contains("constraint violated"), "{err}");
+        health.recovered();
+        assert!(health.check(Duration::ZERO).is_ok());
     }
 
     #[test]

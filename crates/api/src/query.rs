@@ -16,7 +16,8 @@ pub(crate) struct SeriesParams {
     pub(crate) csv: bool,
 }
 
-const SERIES_PARAMS: [&str; 7] = [
+/// The parameters `/v1/series` knows.
+pub(crate) const SERIES_PARAMS: [&str; 7] = [
     "tenant", "device", "metric", "interval", "from", "to", "format",
 ];
 
@@ -24,9 +25,38 @@ fn parse_time(name: &str, raw: &str) -> Result<i64, String> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(ms);
     }
+    let hint = if raw.contains(' ') {
+        " (a '+' in a URL must be sent as %2B)"
+    } else {
+        ""
+    };
     parse_rfc3339_ms(raw).ok_or_else(|| {
-        format!("{name}={raw:?} is neither RFC 3339 (2013-03-01T00:00:00Z) nor epoch milliseconds")
+        format!("{name}={raw:?} is neither RFC 3339 (2013-03-01T00:00:00Z) nor epoch milliseconds{hint}")
     })
+}
+
+/// The query string as a map; a parameter given twice or not in `known` is a problem.
+pub(crate) fn params(
+    pairs: Vec<(String, String)>,
+    known: &[&str],
+) -> Result<HashMap<String, String>, Vec<String>> {
+    let mut map = HashMap::new();
+    let mut problems = Vec::new();
+    for (k, v) in pairs {
+        if !known.contains(&k.as_str()) {
+            problems.push(format!(
+                "unknown parameter {k:?} (known: {})",
+                known.join(", ")
+            ));
+        } else if map.insert(k.clone(), v).is_some() {
+            problems.push(format!("parameter {k:?} is given more than once"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(map)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Checks the parameters; every problem is listed in the error.
@@ -36,16 +66,9 @@ pub(crate) fn series_params(
     wants_csv_header: bool,
 ) -> Result<SeriesParams, Vec<String>> {
     let mut problems = Vec::new();
-    for k in q.keys() {
-        if !SERIES_PARAMS.contains(&k.as_str()) {
-            problems.push(format!(
-                "unknown parameter {k:?} (known: {})",
-                SERIES_PARAMS.join(", ")
-            ));
-        }
-    }
-    let mut required = |name: &str| match q.get(name).map(|s| s.trim()) {
-        Some(v) if !v.is_empty() => v.to_string(),
+    // Names are matched exactly (ingest refuses names with surrounding white space).
+    let mut required = |name: &str| match q.get(name) {
+        Some(v) if !v.trim().is_empty() => v.to_string(),
         _ => {
             problems.push(format!("{name} is required"));
             String::new()
@@ -138,15 +161,34 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed() {
-        let problems = series_params(
-            &q(&[("interval", "5m"), ("from", "soon"), ("colour", "red")]),
-            "d",
-            false,
-        )
-        .expect_err("invalid");
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        let problems = series_params(&q(&[("interval", "5m"), ("from", "soon")]), "d", false)
+            .expect_err("invalid");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("device is required")));
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_problems() {
+        let pairs = vec![
+            ("device".to_string(), "a".to_string()),
+            ("device".into(), "b".into()),
+            ("colour".into(), "red".into()),
+        ];
+        let problems = params(pairs, &SERIES_PARAMS).expect_err("invalid");
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("\"colour\"")));
+        assert!(problems.iter().any(|p| p.contains("more than once")));
+    }
+
+    #[test]
+    fn unencoded_plus_in_a_time_gets_a_hint() {
+        let query = q(&[
+            ("device", "d"),
+            ("metric", "m"),
+            ("from", "2013-03-01T00:00:00 08:00"),
+        ]);
+        let problems = series_params(&query, "t", false).expect_err("invalid");
+        assert!(problems[0].contains("%2B"), "{problems:?}");
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! `GET /v1/series`, `GET /v1/devices`, `GET /v1/metrics`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Query, State};
@@ -11,7 +10,7 @@ use reporting_core::time::format_rfc3339_ms;
 use reporting_store::{Bucket, SeriesQuery};
 use serde_json::json;
 
-use crate::query::series_params;
+use crate::query::{params, series_params, SERIES_PARAMS};
 use crate::{error, store_failed, ApiState};
 
 fn wants_csv(headers: &HeaderMap) -> bool {
@@ -24,8 +23,18 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 pub(crate) async fn get_series(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    let q = match params(pairs, &SERIES_PARAMS) {
+        Ok(q) => q,
+        Err(problems) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                problems.join("; "),
+            )
+        }
+    };
     let p = match series_params(&q, &state.settings.default_tenant, wants_csv(&headers)) {
         Ok(p) => p,
         Err(problems) => {
@@ -54,7 +63,15 @@ pub(crate) async fn get_series(
         return error(
             StatusCode::BAD_REQUEST,
             "too_many_buckets",
-            format!("the range holds more than {max} buckets at {}; narrow from/to or use a coarser interval", p.interval.as_str()),
+            format!(
+                "the range holds more than {max} buckets at {}; narrow from/to{}",
+                p.interval.as_str(),
+                if p.interval == reporting_core::time::Interval::Day {
+                    ""
+                } else {
+                    " or use a coarser interval"
+                }
+            ),
         );
     }
     if buckets.is_empty() {
@@ -129,7 +146,17 @@ fn csv(buckets: &[Bucket]) -> String {
     out
 }
 
-pub(crate) async fn get_devices(State(state): State<ApiState>) -> Response {
+pub(crate) async fn get_devices(
+    State(state): State<ApiState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(problems) = params(pairs, &[]) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            problems.join("; "),
+        );
+    }
     match state.store.devices().await {
         Ok(devices) => {
             let list: Vec<_> = devices
@@ -144,18 +171,18 @@ pub(crate) async fn get_devices(State(state): State<ApiState>) -> Response {
 
 pub(crate) async fn get_metrics(
     State(state): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !["tenant", "device"].contains(&k.as_str()))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("unknown parameter {unknown:?} (known: tenant, device)"),
-        );
-    }
+    let q = match params(pairs, &["tenant", "device"]) {
+        Ok(q) => q,
+        Err(problems) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                problems.join("; "),
+            )
+        }
+    };
     let tenant = q
         .get("tenant")
         .cloned()
@@ -165,6 +192,15 @@ pub(crate) async fn get_metrics(
         .metrics(&tenant, q.get("device").map(String::as_str))
         .await
     {
+        Ok(metrics) if metrics.is_empty() && q.contains_key("device") => error(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            format!(
+                "no device {}/{}; see /v1/devices",
+                tenant,
+                q.get("device").map_or("", String::as_str)
+            ),
+        ),
         Ok(metrics) => Json(json!({ "metrics": metrics })).into_response(),
         Err(e) => store_failed(&e),
     }

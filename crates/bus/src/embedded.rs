@@ -253,7 +253,7 @@ impl PartitionFile {
                 file = %path.display(),
                 kept_records = positions.len(),
                 dropped_bytes = bytes.len() - at,
-                "truncating a torn tail of the embedded log (an append that was never acknowledged)"
+                "truncating the embedded log after its last intact record (at the end of the file this is an interrupted append that was never acknowledged; elsewhere the file was damaged)"
             );
             file.set_len(at as u64)
                 .and_then(|()| file.sync_all())
@@ -333,6 +333,8 @@ pub struct EmbeddedConsumer {
     source: Arc<dyn PositionSource>,
     /// Next offset to read per partition; empty until the first poll assigns all partitions.
     next: HashMap<i32, i64>,
+    /// Next offset not yet applied to the store per partition (for the lag).
+    applied: HashMap<i32, i64>,
     cursor: usize,
 }
 
@@ -343,6 +345,7 @@ impl EmbeddedConsumer {
             log,
             source,
             next: HashMap::new(),
+            applied: HashMap::new(),
             cursor: 0,
         }
     }
@@ -364,6 +367,7 @@ impl Consumer for EmbeddedConsumer {
             for p in partitions {
                 let pos = stored.get(&p).copied();
                 self.next.insert(p, pos.unwrap_or(0));
+                self.applied.insert(p, pos.unwrap_or(0));
                 polled.assigned.push((p, pos));
             }
         }
@@ -399,14 +403,17 @@ impl Consumer for EmbeddedConsumer {
 
     fn seek(&mut self, partition: i32, next_offset: Option<i64>) -> Result<(), BusError> {
         self.next.insert(partition, next_offset.unwrap_or(0));
+        self.applied.insert(partition, next_offset.unwrap_or(0));
         Ok(())
     }
 
-    fn applied(&mut self, _partition: i32, _next_offset: i64) {}
+    fn applied(&mut self, partition: i32, next_offset: i64) {
+        self.applied.insert(partition, next_offset);
+    }
 
     fn lag(&mut self) -> Vec<(i32, i64)> {
         let mut out: Vec<(i32, i64)> = self
-            .next
+            .applied
             .iter()
             .map(|(p, n)| (*p, (self.log.end_offset(*p) - n).max(0)))
             .collect();

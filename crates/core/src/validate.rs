@@ -8,6 +8,10 @@ use serde_json::value::RawValue;
 use crate::reading::Reading;
 use crate::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
+/// Largest accepted magnitude of a value. Far beyond any physical measurement, and small enough that no sum
+/// of readings in a bucket can overflow a 64-bit float (an overflowing sum would poison the rollups).
+pub const MAX_ABS_VALUE: f64 = 1e100;
+
 /// The window and size limits applied to each reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -44,7 +48,7 @@ pub enum RejectReason {
     InvalidField,
     /// The value is NaN or ±Infinity.
     NonFiniteValue,
-    /// The value does not fit a 64-bit float (e.g. `1e999`).
+    /// The value does not fit a 64-bit float (e.g. `1e999`) or exceeds ±[`MAX_ABS_VALUE`].
     ValueOutOfRange,
     /// The timestamp is neither RFC 3339 nor integer epoch milliseconds.
     InvalidTimestamp,
@@ -192,13 +196,19 @@ fn json_rejection(text: &str, e: &serde_json::Error) -> Rejection {
     if let Some(token) = bare_non_finite_token(text) {
         return reject(
             RejectReason::NonFiniteValue,
-            format!("value {token} is not a finite number (JSON has no NaN or Infinity; send finite numbers)"),
+            format!("the reading contains {token}, which is not a finite number (JSON has no NaN or Infinity; send finite numbers)"),
         );
     }
     if !text.starts_with('{') {
         return reject(RejectReason::NotAnObject, "reading must be a JSON object");
     }
     if e.is_data() {
+        if e.to_string().starts_with("duplicate field") {
+            return reject(
+                RejectReason::InvalidJson,
+                format!("reading is not valid: {e}"),
+            );
+        }
         return reject(RejectReason::InvalidField, format!("wrong field type: {e}"));
     }
     reject(
@@ -240,11 +250,25 @@ fn bare_non_finite_token(text: &str) -> Option<&'static str> {
     None
 }
 
+/// At most 64 characters of a raw JSON value, for messages.
+fn excerpt(raw: &str) -> String {
+    match raw.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &raw[..i]),
+        None => raw.to_string(),
+    }
+}
+
 fn check_name(field: &str, name: &str, limits: &Limits) -> Result<(), Rejection> {
     if name.trim().is_empty() {
         return Err(reject(
             RejectReason::InvalidName,
             format!("{field} is blank"),
+        ));
+    }
+    if name.trim() != name {
+        return Err(reject(
+            RejectReason::InvalidName,
+            format!("{field} {name:?} starts or ends with white space"),
         ));
     }
     if name.len() > limits.max_name_bytes {
@@ -275,23 +299,33 @@ fn parse_value(raw: &str) -> Result<f64, Rejection> {
         ) {
             return Err(reject(
                 RejectReason::NonFiniteValue,
-                format!("value {raw} is not a finite number"),
+                format!("value {} is not a finite number", excerpt(raw)),
             ));
         }
         return Err(reject(
             RejectReason::InvalidField,
-            format!("value must be a JSON number, got the string {raw}"),
+            format!(
+                "value must be a JSON number, got the string {}",
+                excerpt(raw)
+            ),
         ));
     }
     match raw.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) if v.abs() <= MAX_ABS_VALUE => Ok(v),
+        Ok(v) if v.is_finite() => Err(reject(
+            RejectReason::ValueOutOfRange,
+            format!(
+                "value {} is beyond ±{MAX_ABS_VALUE:e}, the largest magnitude accepted",
+                excerpt(raw)
+            ),
+        )),
         Ok(_) => Err(reject(
             RejectReason::ValueOutOfRange,
-            format!("value {raw} overflows a 64-bit float"),
+            format!("value {} overflows a 64-bit float", excerpt(raw)),
         )),
         Err(_) => Err(reject(
             RejectReason::InvalidField,
-            format!("value must be a JSON number, got {raw}"),
+            format!("value must be a JSON number, got {}", excerpt(raw)),
         )),
     }
 }
@@ -307,14 +341,20 @@ fn parse_timestamp(raw: &str) -> Result<i64, Rejection> {
         return parse_rfc3339_ms(&inner).ok_or_else(|| {
             reject(
                 RejectReason::InvalidTimestamp,
-                format!("timestamp {raw} is not RFC 3339 (e.g. \"2013-03-01T00:00:00+08:00\")"),
+                format!(
+                    "timestamp {} is not RFC 3339 (e.g. \"2013-03-01T00:00:00+08:00\")",
+                    excerpt(raw)
+                ),
             )
         });
     }
     let invalid = || {
         reject(
             RejectReason::InvalidTimestamp,
-            format!("timestamp {raw} must be an RFC 3339 string or integer epoch milliseconds"),
+            format!(
+                "timestamp {} must be an RFC 3339 string or integer epoch milliseconds",
+                excerpt(raw)
+            ),
         )
     };
     if let Ok(ms) = raw.parse::<i64>() {
@@ -468,6 +508,41 @@ mod tests {
             reason(br#"{"device":" ","metric":"m","timestamp":0,"value":1}"#),
             RejectReason::InvalidName
         );
+    }
+
+    #[test]
+    fn values_too_large_to_sum_safely_are_refused() {
+        // Two readings of 1.7e308 would overflow their bucket's sum to infinity.
+        let e = check(br#"{"device":"d","metric":"m","timestamp":1362067200000,"value":1.7e308}"#)
+            .expect_err("too big");
+        assert_eq!(e.reason, RejectReason::ValueOutOfRange);
+        assert!(e.message.contains("1e100"), "{}", e.message);
+        assert!(
+            check(br#"{"device":"d","metric":"m","timestamp":1362067200000,"value":-1e100}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn names_with_surrounding_white_space_are_refused() {
+        let e = check(br#"{"device":"sp ","metric":"m","timestamp":1362067200000,"value":1}"#)
+            .expect_err("space");
+        assert_eq!(e.reason, RejectReason::InvalidName);
+        assert!(e.message.contains("white space"), "{}", e.message);
+    }
+
+    #[test]
+    fn duplicate_keys_are_invalid_json_and_long_values_are_shortened_in_messages() {
+        assert_eq!(
+            reason(br#"{"device":"d","metric":"m","timestamp":1362067200000,"value":1,"value":2}"#),
+            RejectReason::InvalidJson
+        );
+        let long = format!(
+            r#"{{"device":"d","metric":"m","timestamp":1362067200000,"value":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        let e = check(long.as_bytes()).expect_err("string value");
+        assert!(e.message.len() < 200, "{}", e.message);
     }
 
     #[test]

@@ -127,7 +127,10 @@ pub(crate) async fn post_readings(
             )
         }
     };
+    let blank = bytes.iter().all(u8::is_ascii_whitespace);
     let pieces: Vec<Piece<'_>> = match format {
+        // An empty body is an empty batch in either format.
+        _ if blank => Vec::new(),
         Format::NdJson => split_ndjson(&bytes),
         Format::JsonArray => match split_json_array(&bytes) {
             Ok(p) => p,

@@ -40,6 +40,13 @@ pub fn init(format: &str, filter: &str, role: &'static str) {
     };
 }
 
+/// Checks a `tracing` filter such as `info,reporting_aggregator=debug`.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Writes each event as one flat JSON line on stdout.
 pub struct JsonLayer {
     /// Value of the `role` field on every line.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reporting_aggregator::{AggregatorSettings, StorePositions};
+use reporting_aggregator::{AggregatorSettings, Health, StorePositions};
 use reporting_api::{ApiSettings, ApiState};
 use reporting_bus::embedded::{EmbeddedConsumer, EmbeddedLog};
 use reporting_bus::kafka::{ensure_topic, KafkaConsumer, KafkaPublisher, KafkaSettings};
@@ -265,6 +265,9 @@ pub async fn run(
             }),
         });
     }
+    if let (true, Some(bus @ Bus::Embedded(_)), Some(store)) = (roles.aggregator, &bus, &store) {
+        check_log_covers_positions(bus, store.as_ref(), &config).await?;
+    }
     if let (true, Some(bus), Some(store)) = (roles.aggregator, &bus, &store) {
         let settings = AggregatorSettings {
             group: config.bus.group.clone(),
@@ -275,6 +278,15 @@ pub async fn run(
                 linger: Duration::from_millis(config.aggregator.batch_linger_ms),
             },
         };
+        let health = Health::default();
+        let check_health = health.clone();
+        readiness = readiness.with_check(
+            "aggregator",
+            Arc::new(move || {
+                let result = check_health.check(Duration::from_secs(30));
+                Box::pin(async move { result })
+            }),
+        );
         let handle = tokio::runtime::Handle::current();
         let store = store.clone();
         let bus = bus.clone();
@@ -295,7 +307,14 @@ pub async fn run(
                             .context("creating the Kafka consumer")?,
                     ),
                 };
-                reporting_aggregator::run(consumer.as_mut(), store, &handle, &settings, &stop);
+                reporting_aggregator::run(
+                    consumer.as_mut(),
+                    store,
+                    &handle,
+                    &settings,
+                    &health,
+                    &stop,
+                );
                 Ok(())
             }),
         });
@@ -333,7 +352,7 @@ pub async fn run(
     };
     if let Some(name) = failed {
         tracing::error!(
-            role = name,
+            component = name,
             "a role stopped on its own; shutting the process down"
         );
     }
@@ -349,18 +368,18 @@ pub async fn run(
         stop.cancel();
         for task in tasks.iter_mut().filter(|t| t.name == name) {
             match tokio::time::timeout(drain, &mut task.handle).await {
-                Ok(Ok(Ok(()))) => tracing::info!(role = name, "role stopped"),
+                Ok(Ok(Ok(()))) => tracing::info!(component = name, "role stopped"),
                 Ok(Ok(Err(e))) => {
-                    tracing::error!(role = name, error = %format!("{e:#}"), "role failed");
+                    tracing::error!(component = name, error = %format!("{e:#}"), "role failed");
                     result = Err(e);
                 }
                 Ok(Err(join)) => {
-                    tracing::error!(role = name, error = %join, "role task panicked");
+                    tracing::error!(component = name, error = %join, "role task panicked");
                     result = Err(anyhow::anyhow!("{name} task failed: {join}"));
                 }
                 Err(_) => {
                     tracing::warn!(
-                        role = name,
+                        component = name,
                         drain_secs = drain.as_secs(),
                         "role did not stop within the drain time"
                     );
@@ -378,6 +397,42 @@ pub async fn run(
         ));
     }
     result
+}
+
+/// Refuses to start when the embedded log ends before what the store has applied: the log was deleted or
+/// truncated, new records would reuse offsets the aggregator treats as done, and their readings would be
+/// skipped although ingest acknowledged them.
+async fn check_log_covers_positions(
+    bus: &Bus,
+    store: &dyn Store,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let ends = bus.end_offsets().await?;
+    let partitions: Vec<i32> = ends.keys().copied().collect();
+    let stored = store
+        .positions(&config.bus.group, &config.bus.topic, &partitions)
+        .await
+        .context("reading stored positions")?;
+    let mut behind: Vec<String> = Vec::new();
+    for (p, end) in &ends {
+        if let Some(pos) = stored.get(p).filter(|pos| **pos > *end) {
+            behind.push(format!(
+                "partition {p} ends at offset {end} but the store has applied up to {pos}"
+            ));
+        }
+    }
+    if behind.is_empty() {
+        return Ok(());
+    }
+    behind.sort();
+    anyhow::bail!(
+        "the embedded log in {} is behind the store ({}): it was deleted, truncated or damaged. Readings sent now \
+         would be skipped. Restore the log directory, or move both the log and {}/reporting.sqlite aside to start \
+         with empty data",
+        config.data_dir.join("log").display(),
+        behind.join("; "),
+        config.data_dir.display()
+    )
 }
 
 /// Resolves with the name of the first task that finished.

@@ -63,8 +63,13 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Prints the effective configuration (secrets redacted) and any problems with it.
-    Config,
+    /// Prints the effective configuration as TOML (secrets redacted; reusable as a config file) and any
+    /// problems with it.
+    Config {
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the parsed command line.
@@ -79,7 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Aggregator => Some((Role::Aggregator, "aggregator")),
         Command::Api => Some((Role::Api, "api")),
         Command::Migrate => Some((Role::Migrate, "migrate")),
-        Command::Import { .. } | Command::Config => None,
+        Command::Import { .. } | Command::Config { .. } => None,
     };
     let log_format = match config.log.format.as_str() {
         "auto" if std::io::IsTerminal::is_terminal(&std::io::stderr()) => "text",
@@ -150,9 +155,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ignored = writeln!(std::io::stdout(), "{summary}");
             Ok(())
         }
-        Command::Config => {
+        Command::Config { json } => {
             let problems = config.problems(Role::Up);
-            let text = toml_like(&config.redacted());
+            let redacted = config.redacted();
+            let text = if json {
+                serde_json::to_string_pretty(&redacted).context("rendering the configuration")?
+            } else {
+                toml::to_string_pretty(&redacted).context("rendering the configuration")?
+            };
             let mut out = std::io::stdout();
             let _ignored = writeln!(out, "{text}");
             if !problems.is_empty() {
@@ -164,10 +174,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn toml_like(config: &Config) -> String {
-    serde_json::to_string_pretty(config).unwrap_or_default()
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -265,21 +271,39 @@ async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
         out,
         "reporting is up ({mode}, data in {data_dir})\n  ingest:  POST {ingest_url}/v1/readings\n  reports: {api_url}/v1/devices\n  admin:   {admin_url}/metrics\nstop with Ctrl-C"
     );
+    let mut import_failure: Option<String> = None;
     if !import.is_empty() {
         let mut opts = reporting_import::ImportOptions::new(ingest_url.clone(), import);
         opts.progress = true;
-        match reporting_import::import(&opts).await {
-            Ok(summary) => {
+        // Ctrl-C during the import stops it at once rather than letting it retry against a stopped ingest.
+        let outcome = tokio::select! {
+            result = reporting_import::import(&opts) => Some(result),
+            () = shutdown.cancelled() => None,
+        };
+        match outcome {
+            Some(Ok(summary)) => {
                 let _ignored = writeln!(out, "{summary}");
                 let _ignored = writeln!(
                     out,
                     "see the report (the aggregator may still be catching up for a few seconds):\n  {api_url}/v1/devices\n  {api_url}/v1/metrics\n  {api_url}/v1/series?device=Aotizhongxin&metric=PM2.5&interval=1d&from=2013-03-01T00:00:00Z&to=2013-04-01T00:00:00Z\n  {api_url}/v1/series?device=Aotizhongxin&metric=PM2.5&interval=1d&format=csv"
                 );
             }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "import failed"),
+            Some(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "import failed");
+                let _ignored = writeln!(
+                    std::io::stderr(),
+                    "import failed: {e:#} (reporting keeps running)"
+                );
+                import_failure = Some(format!("{e:#}"));
+            }
+            None => import_failure = Some("cancelled by shutdown before it finished".into()),
         }
     }
-    system.await.context("system task")?
+    system.await.context("system task")??;
+    match import_failure {
+        Some(why) => anyhow::bail!("the import did not complete: {why}"),
+        None => Ok(()),
+    }
 }
 
 fn local_url(addr: Option<std::net::SocketAddr>) -> String {

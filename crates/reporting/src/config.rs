@@ -225,7 +225,8 @@ pub enum Role {
 }
 
 impl Config {
-    /// Loads defaults, then `file` (if any), then the environment.
+    /// Loads defaults, then `file` (if any), then the environment. Every unknown key is reported, not just
+    /// the first.
     pub fn load(file: Option<&Path>) -> Result<Config, Vec<String>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
@@ -235,9 +236,29 @@ impl Config {
             figment = figment.merge(Toml::file(f));
         }
         figment = figment.merge(Env::prefixed("REPORTING__").split("__"));
-        figment
-            .extract::<Config>()
-            .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+        let mut problems = Vec::new();
+        match (
+            figment.extract::<serde_json::Value>(),
+            serde_json::to_value(Config::default()),
+        ) {
+            (Ok(actual), Ok(known)) => unknown_keys(&actual, &known, "", &mut problems),
+            (Err(e), _) => problems.extend(e.into_iter().map(|e| e.to_string())),
+            (_, Err(e)) => problems.push(format!("internal: cannot describe the defaults: {e}")),
+        }
+        match figment.extract::<Config>() {
+            Ok(c) if problems.is_empty() => Ok(c),
+            Ok(_) => Err(problems),
+            Err(e) => {
+                for e in e {
+                    let text = e.to_string();
+                    // Unknown keys are already listed, each with its full path.
+                    if !text.starts_with("unknown field") && !problems.contains(&text) {
+                        problems.push(text);
+                    }
+                }
+                Err(problems)
+            }
+        }
     }
 
     /// The PostgreSQL URL, from `postgres_url` or the file named by `postgres_url_file`.
@@ -306,6 +327,12 @@ impl Config {
         if self.store.pool_size == 0 {
             p.push("store.pool_size must be positive".into());
         }
+        if let Err(e) = reporting_observe::logging::check_filter(&self.log.level) {
+            p.push(format!(
+                "log.level = {:?} is not a valid filter: {e}",
+                self.log.level
+            ));
+        }
         if self.tenant.trim().is_empty() {
             p.push("tenant must not be blank".into());
         }
@@ -339,11 +366,42 @@ impl Config {
             c.store.postgres_url = Some(redact_url(url));
         }
         for (k, v) in c.bus.kafka.iter_mut() {
-            if k.contains("password") || k.contains("secret") {
+            let k = k.to_ascii_lowercase();
+            if ["pass", "secret", "key", "token", "credential", "pem"]
+                .iter()
+                .any(|s| k.contains(s))
+            {
                 *v = "<redacted>".into();
             }
         }
         c
+    }
+}
+
+/// Adds `unknown key a.b` for every key of `actual` that `known` (the defaults) lacks. `bus.kafka` is a free
+/// map of librdkafka properties.
+fn unknown_keys(
+    actual: &serde_json::Value,
+    known: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    let (Some(actual), Some(known)) = (actual.as_object(), known.as_object()) else {
+        return;
+    };
+    for (key, value) in actual {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.get(key) {
+            None => out.push(format!(
+                "unknown key {path} (see docs/interfaces.md for the keys)"
+            )),
+            Some(k) if path != "bus.kafka" => unknown_keys(value, k, &path, out),
+            Some(_) => {}
+        }
     }
 }
 
@@ -392,6 +450,25 @@ mod tests {
         c.store.postgres_url = Some("postgres://a".into());
         c.store.postgres_url_file = Some("/x".into());
         assert_eq!(c.problems(Role::Up).len(), 4, "{:?}", c.problems(Role::Up));
+    }
+
+    #[test]
+    fn invalid_log_filter_is_a_problem() {
+        let mut c = Config::default();
+        c.log.level = "!!!".into();
+        assert!(c.problems(Role::Up).iter().any(|p| p.contains("log.level")));
+    }
+
+    #[test]
+    fn kafka_secrets_are_redacted() {
+        let mut c = Config::default();
+        for k in ["ssl_key_pem", "sasl.password", "sasl.username"] {
+            c.bus.kafka.insert(k.into(), "value".into());
+        }
+        let r = c.redacted();
+        assert_eq!(r.bus.kafka["ssl_key_pem"], "<redacted>");
+        assert_eq!(r.bus.kafka["sasl.password"], "<redacted>");
+        assert_eq!(r.bus.kafka["sasl.username"], "value");
     }
 
     #[test]

@@ -114,6 +114,21 @@ CREATE TABLE consumer_positions (
 "#,
 }];
 
+/// The migrations of `all` newer than `current`; a database newer than this build is refused.
+pub(crate) fn pending(
+    all: &'static [Migration],
+    current: i64,
+) -> Result<&'static [Migration], crate::StoreError> {
+    let known = all.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(crate::StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    Ok(&all[all.partition_point(|m| m.version <= current)..])
+}
+
 /// The rollup table of a level (a fixed name, never user input).
 pub fn rollup_table(interval: reporting_core::time::Interval) -> &'static str {
     match interval {
@@ -134,5 +149,17 @@ mod tests {
                 assert_eq!(m.version, i as i64 + 1, "{}", m.name);
             }
         }
+    }
+
+    #[test]
+    fn pending_migrations_are_those_newer_than_the_database() {
+        assert_eq!(pending(POSTGRES, 0).expect("fresh").len(), POSTGRES.len());
+        assert!(pending(SQLITE, SQLITE.len() as i64)
+            .expect("current")
+            .is_empty());
+        assert!(matches!(
+            pending(SQLITE, SQLITE.len() as i64 + 1),
+            Err(crate::StoreError::SchemaTooNew { .. })
+        ));
     }
 }

@@ -12,7 +12,7 @@ use reporting_core::rollup::{fold_into_buckets, Rollup};
 use reporting_core::time::Interval;
 use tokio_postgres::{NoTls, Row, Transaction};
 
-use crate::migrations::{rollup_table, POSTGRES};
+use crate::migrations::{pending, rollup_table, POSTGRES};
 use crate::recompute::{source_of, touched};
 use crate::{
     ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, SnapshotRow, Store, StoreError,
@@ -89,14 +89,7 @@ impl PostgresStore {
             .await
             .map_err(pg("reading the schema version"))?
             .get(0);
-        let known = POSTGRES.last().map_or(0, |m| m.version);
-        if current > known {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
-                known,
-            });
-        }
-        for m in POSTGRES.iter().filter(|m| m.version > current) {
+        for m in pending(POSTGRES, current)? {
             tx.batch_execute(m.sql)
                 .await
                 .map_err(pg("applying a migration"))?;

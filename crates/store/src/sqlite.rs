@@ -12,7 +12,7 @@ use reporting_core::rollup::{fold_into_buckets, Rollup};
 use reporting_core::time::Interval;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use crate::migrations::{rollup_table, SQLITE};
+use crate::migrations::{pending, rollup_table, SQLITE};
 use crate::recompute::{source_of, touched};
 use crate::{
     ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, SnapshotRow, Store, StoreError,
@@ -104,14 +104,7 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(sq("reading the schema version"))?;
-        let known = SQLITE.last().map_or(0, |m| m.version);
-        if current > known {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
-                known,
-            });
-        }
-        for m in SQLITE.iter().filter(|m| m.version > current) {
+        for m in pending(SQLITE, current)? {
             tx.execute_batch(m.sql)
                 .map_err(sq("applying a migration"))?;
             tx.execute(

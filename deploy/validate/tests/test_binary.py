@@ -89,7 +89,7 @@ def test_pods_configuration_is_accepted_by_the_binary(binary, applied, tmp_path)
     for index, (item, spec, kind, container) in enumerate(reporting_containers(applied)):
         args, env = materialise(item, spec, container, applied, tmp_path / str(index))
         role = args[0]
-        result = subprocess.run([str(binary), "config", *args[1:]], env=env, capture_output=True, text=True,
+        result = subprocess.run([str(binary), "config", "--json", *args[1:]], env=env, capture_output=True, text=True,
                                 timeout=60, check=False)
         assert result.returncode == 0, f"{item.ref} {kind} {container['name']} ({role}): {result.stderr}"
         effective = json.loads(result.stdout)

@@ -95,12 +95,21 @@ fn spawn(role: &str, env: &[(String, String)]) -> Child {
         .unwrap_or_else(|e| panic!("starting `reporting {role}`: {e}"))
 }
 
+/// Fails the test when a child exited on its own: it was meant to be doing work until now.
+fn assert_running(child: &mut Child) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("a reporting process exited on its own with {status} before the test stopped it");
+    }
+}
+
 fn kill(child: &mut Child) {
+    assert_running(child);
     let _already_dead = child.kill(); // SIGKILL
     let _status = child.wait();
 }
 
 fn terminate(child: &mut Child) {
+    assert_running(child);
     let _sent = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

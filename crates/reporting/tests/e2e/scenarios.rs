@@ -1,8 +1,9 @@
 //! In-process scenarios on both backends.
 
-use reporting::app::Roles;
+use reporting::app::{self, Listeners, Resources, Roles};
 use reporting_core::time::Interval;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::oracle::{self, Level};
 use crate::system::{self, get_json, get_text, on_both_backends, post, Backend, System};
@@ -31,33 +32,11 @@ async fn imported_stations_match_the_csv_and_a_second_import_changes_nothing(bac
         &problems[..problems.len().min(10)]
     );
 
-    let before = (
-        system
-            .store()
-            .snapshot(Interval::Minute)
-            .await
-            .expect("snapshot"),
-        system
-            .store()
-            .snapshot(Interval::Day)
-            .await
-            .expect("snapshot"),
-    );
+    let before = snapshot(&system).await;
     let again = system::import(&system.ingest_url, &files, 5000).await;
     assert_eq!(again.accepted, summary.accepted);
     system.caught_up().await;
-    let after = (
-        system
-            .store()
-            .snapshot(Interval::Minute)
-            .await
-            .expect("snapshot"),
-        system
-            .store()
-            .snapshot(Interval::Day)
-            .await
-            .expect("snapshot"),
-    );
+    let after = snapshot(&system).await;
     assert!(
         before == after,
         "a second import of the same files changed rollups"
@@ -65,6 +44,23 @@ async fn imported_stations_match_the_csv_and_a_second_import_changes_nothing(bac
     system.stop().await;
 }
 on_both_backends!(imported_stations_match_the_csv_and_a_second_import_changes_nothing);
+
+/// Every minute and day rollup of the system.
+async fn snapshot(system: &System) -> Vec<reporting_store::SnapshotRow> {
+    let mut rows = system
+        .store()
+        .snapshot(Interval::Minute)
+        .await
+        .expect("snapshot");
+    rows.extend(
+        system
+            .store()
+            .snapshot(Interval::Day)
+            .await
+            .expect("snapshot"),
+    );
+    rows
+}
 
 fn reading(device: &str, timestamp: &str, value: f64) -> Value {
     json!({ "device": device, "metric": "temp", "timestamp": timestamp, "value": value })
@@ -194,6 +190,8 @@ async fn bad_input_gets_a_specific_answer_and_valid_readings_in_the_request_are_
         b"{\"device\":\"bad-\xff\",\"metric\":\"temp\",\"timestamp\":0,\"value\":1}".to_vec(),  // 7
         br#"{"device":"bad-input","metric":"temp","timestamp":1714557660000,"value":2.5}"#.to_vec(), // 8 ok (ms)
         br#"{"device":,"metric":"temp"}"#.to_vec(), // 9
+        br#"{"device":"bad-input","metric":"temp","timestamp":1714557660000,"value":1.7e308}"#
+            .to_vec(), // 10 too big to sum
     ];
     body.extend(elements.join(&b","[..]));
     body.push(b']');
@@ -220,6 +218,7 @@ async fn bad_input_gets_a_specific_answer_and_valid_readings_in_the_request_are_
         (6, "timestamp_too_old"),
         (7, "invalid_utf8"),
         (9, "invalid_json"),
+        (10, "value_out_of_range"),
     ]
     .iter()
     .map(|(i, r)| (*i, r.to_string()))
@@ -275,6 +274,13 @@ async fn bad_input_gets_a_specific_answer_and_valid_readings_in_the_request_are_
         (status, none["error"].as_str()),
         (400, Some("invalid_body")),
         "an object is not an array: {none}"
+    );
+
+    let (status, empty) = post(&url, "application/json", b"  ".to_vec()).await;
+    assert_eq!(
+        (status, empty["accepted"].as_u64()),
+        (200, Some(0)),
+        "an empty body is an empty batch: {empty}"
     );
 
     // NDJSON: a bad line is rejected on its own.
@@ -422,4 +428,40 @@ async fn unreachable_kafka_makes_ingest_answer_503_and_acknowledge_nothing() {
     let (ready, _) = get_json(&format!("{}/readyz", system.admin_url)).await;
     assert_eq!(ready, 503);
     system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_refuses_to_start_when_its_log_was_deleted_behind_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = system::config_for(Backend::Embedded, dir.path()).await;
+    let all = Roles {
+        ingest: true,
+        aggregator: true,
+        api: true,
+        prepare: true,
+    };
+    let system = System::start_with(config.clone(), all, None).await;
+    let body = json!([
+        reading("d1", "2024-05-01T10:00:00Z", 1.0),
+        reading("d2", "2024-05-01T10:00:00Z", 2.0)
+    ]);
+    post(
+        &format!("{}/v1/readings", system.ingest_url),
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    system.caught_up().await;
+    system.stop().await;
+
+    std::fs::remove_dir_all(dir.path().join("log")).expect("delete the log");
+    let resources = Resources::open(&config, all).await.expect("open");
+    let listeners = Listeners {
+        admin: app::bind("admin", "127.0.0.1:0").await.expect("bind"),
+        ingest: Some(app::bind("ingest", "127.0.0.1:0").await.expect("bind")),
+        api: Some(app::bind("api", "127.0.0.1:0").await.expect("bind")),
+    };
+    let started = app::run(config, all, resources, listeners, CancellationToken::new()).await;
+    let error = format!("{:#}", started.expect_err("must refuse to start"));
+    assert!(error.contains("behind the store"), "{error}");
 }

@@ -171,12 +171,19 @@ impl System {
     }
 
     /// Stops the system and checks it shut down cleanly.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(60), self.task).await {
+        match tokio::time::timeout(Duration::from_secs(60), &mut self.task).await {
             Ok(Ok(Ok(()))) => {}
             other => panic!("system did not stop cleanly: {other:?}"),
         }
+    }
+}
+
+impl Drop for System {
+    /// A test that fails half-way still stops the roles, so the runtime can shut down and the failure shows.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
