@@ -67,8 +67,9 @@ fn child_env(config: &Config) -> Vec<(String, String)> {
             "20".into(),
         ),
         (
+            // Port 0: replicas running side by side each get their own admin port.
             "REPORTING__ADMIN__LISTEN".into(),
-            format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0".into(),
         ),
         (
             "REPORTING__INGEST__LISTEN".into(),
