@@ -208,6 +208,8 @@ pub fn run(
         };
         for p in &polled.revoked {
             expected.remove(p);
+            // Another member reports this partition now; a stale value here would be added to its own.
+            metrics::gauge!(names::CONSUMER_LAG, "partition" => p.to_string()).set(0.0);
         }
         for (p, pos) in &polled.assigned {
             expected.insert(*p, *pos);

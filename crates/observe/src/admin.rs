@@ -18,17 +18,25 @@ use crate::{metrics_handle, names};
 /// A named readiness check (e.g. "store", "bus").
 pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-/// What `/readyz` asks: every check must pass and the process must not be draining.
+/// What `/readyz` asks: the process must not be draining and every gating check must pass. Dependencies
+/// (bus, store) are reported but do not gate: a pod whose Kafka or PostgreSQL is down keeps answering with a
+/// clear 503 instead of vanishing from its Service, and the outage shows in the metrics and alerts.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Vec<(&'static str, Check)>,
+    checks: Vec<(&'static str, Check, bool)>,
     draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
-    /// Adds a check.
+    /// Adds a check that must pass for the process to be ready.
     pub fn with_check(mut self, name: &'static str, check: Check) -> Self {
-        self.checks.push((name, check));
+        self.checks.push((name, check, true));
+        self
+    }
+
+    /// Adds a dependency check that is reported in `/readyz` but does not make the process unready.
+    pub fn with_dependency(mut self, name: &'static str, check: Check) -> Self {
+        self.checks.push((name, check, false));
         self
     }
 
@@ -40,13 +48,15 @@ impl Readiness {
     async fn report(&self) -> (bool, serde_json::Value) {
         let mut ok = !self.draining.load(Ordering::SeqCst);
         let mut results = serde_json::Map::new();
-        for (name, check) in &self.checks {
-            let outcome = match tokio::time::timeout(Duration::from_secs(3), check()).await {
+        for (name, check, gating) in &self.checks {
+            let outcome = match tokio::time::timeout(Duration::from_secs(2), check()).await {
                 Ok(Ok(())) => "ok".to_string(),
                 Ok(Err(e)) => e,
-                Err(_) => "timed out after 3 s".to_string(),
+                Err(_) => "timed out after 2 s".to_string(),
             };
-            ok &= outcome == "ok";
+            if *gating {
+                ok &= outcome == "ok";
+            }
             results.insert((*name).to_string(), outcome.into());
         }
         if self.draining.load(Ordering::SeqCst) {

@@ -242,7 +242,7 @@ pub async fn run(
     let Resources { bus, store } = resources;
     let mut readiness = Readiness::default();
     if let Some(store) = &store {
-        readiness = readiness.with_check("store", store_check(store.clone()));
+        readiness = readiness.with_dependency("store", store_check(store.clone()));
     }
 
     let ingest_stop = CancellationToken::new();
@@ -252,7 +252,7 @@ pub async fn run(
 
     if let (true, Some(bus), Some(listener)) = (roles.ingest, &bus, listeners.ingest) {
         let publisher = bus.publisher(&config)?;
-        readiness = readiness.with_check("bus", bus_check(publisher.clone()));
+        readiness = readiness.with_dependency("bus", bus_check(publisher.clone()));
         let state = ingest_state(&config, publisher);
         let stop = ingest_stop.clone();
         tracing::info!(addr = %listener.local_addr()?, "ingest listening");

@@ -90,10 +90,12 @@ def config_problems(text: str) -> list[str]:
                 problems.append(f"gelf output: {key} must be {value}, got {first(entries, key)}")
         if not first(entries, "host") or not first(entries, "port"):
             problems.append("gelf output: host and port of Graylog's GELF input must be set")
-    # Exercise the configuration with a Reporting line and a plain-text line.
+    # Exercise the configuration with a Reporting line, a plain-text line and another program's JSON line.
     sample = json.dumps({"timestamp": 1700000000.5, "level": 6, "message": "listening",
                          "target": "reporting::ingest", "role": "ingest", "addr": "0.0.0.0:8080"})
-    for raw, what in ((sample, "a Reporting JSON line"), ("plain text from another program", "a plain-text line")):
+    other_json = json.dumps({"level": "info", "ts": "2026-12-03T10:00:00.000Z", "msg": "Reconciliation finished"})
+    for raw, what in ((sample, "a Reporting JSON line"), ("plain text from another program", "a plain-text line"),
+                      (other_json, "a JSON line with `msg` (Flux, operators, PostgreSQL)")):
         message = simulate(sections, cri_line(raw), SAMPLE_KUBERNETES)
         if message is None:
             problems.append(f"{what} is dropped before Graylog")

@@ -372,12 +372,19 @@ def check_reporting_roles(items: list[Applied]) -> list[str]:
             if not any(_selects(p.obj, labels) for p in pdbs):
                 problems.append(f"{item.ref}: no PodDisruptionBudget selects its pods")
             grace = spec.get("terminationGracePeriodSeconds")
-            drain = (config.get("ingest") or {}).get("drain_secs", INGEST_DEFAULT_DRAIN_SECS) if role == "ingest" else 0
+            # The binary gives every role `ingest.drain_secs` to stop after SIGTERM, which comes after the
+            # preStop hook: the grace period must cover both.
+            drain = (config.get("ingest") or {}).get("drain_secs", INGEST_DEFAULT_DRAIN_SECS)
+            pre_stop = max((((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+                           for c in spec.get("containers") or [{}])
             if not isinstance(grace, int):
                 problems.append(f"{item.ref}: no explicit terminationGracePeriodSeconds")
-            elif grace <= drain:
+            elif grace <= pre_stop + drain:
                 problems.append(f"{item.ref}: terminationGracePeriodSeconds {grace} must exceed "
-                                f"{role}.drain_secs {drain}")
+                                f"the preStop sleep {pre_stop} s + drain_secs {drain}")
+            if role in ("ingest", "api") and pre_stop < 5:
+                problems.append(f"{item.ref}: a preStop sleep of at least 5 s must let endpoints be removed "
+                                f"before the drain starts")
             problems += _config_mount_problems(item, spec)
         for role, port in REPORTING_ROLES.items():
             if port is None:

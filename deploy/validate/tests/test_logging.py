@@ -42,6 +42,13 @@ def test_plain_text_line_keeps_its_text(sections):
     assert "level" not in message and message["host"]
 
 
+def test_json_line_of_other_programs_with_msg_keeps_its_text(sections):
+    flux = {"level": "info", "ts": "2026-12-03T10:00:00.000Z", "msg": "Reconciliation finished", "controller": "kustomization"}
+    message = logpath.simulate(sections, logpath.cri_line(json.dumps(flux)), logpath.SAMPLE_KUBERNETES)
+    assert message is not None, "a JSON line with `msg` instead of `message` was dropped"
+    assert message["short_message"] == "Reconciliation finished"
+
+
 def test_docker_json_file_lines_are_read_too(sections):
     line = json.dumps({"log": json.dumps(SAMPLE) + "\n", "stream": "stdout", "time": "2026-12-03T10:00:00Z"})
     message = logpath.simulate(sections, line, logpath.SAMPLE_KUBERNETES)
@@ -107,6 +114,11 @@ def test_wrong_gelf_level_key_fails(broken):
 def test_dropping_plain_text_lines_fails(broken):
     broken.edit(CONF, "    rename  log message\n", "")
     assert any("a plain-text line is dropped before Graylog" in p for p in config_problems(broken))
+
+
+def test_not_renaming_msg_drops_other_programs_json_logs(broken):
+    broken.edit(CONF, "    rename  msg message\n", "")
+    assert any("a JSON line with `msg`" in p and "dropped" in p for p in config_problems(broken))
 
 
 def test_collector_without_rbac_on_namespaces_fails(broken):

@@ -147,10 +147,26 @@ def test_role_probing_the_wrong_endpoint_fails(broken):
 
 
 def test_grace_period_shorter_than_the_drain_fails(broken):
-    broken.edit(f"{BASE}/ingest.yaml", "      terminationGracePeriodSeconds: 30\n",
-                "      terminationGracePeriodSeconds: 15\n")
+    broken.edit(f"{BASE}/ingest.yaml", "      terminationGracePeriodSeconds: 40\n",
+                "      terminationGracePeriodSeconds: 25\n")
     assert_fails(run(policy.check_reporting_roles, broken),
-                 "terminationGracePeriodSeconds 15 must exceed ingest.drain_secs 20")
+                 "terminationGracePeriodSeconds 25 must exceed the preStop sleep 10 s + drain_secs 20")
+
+
+def test_api_and_aggregator_grace_periods_are_checked_too(broken):
+    broken.edit(f"{BASE}/api.yaml", "      terminationGracePeriodSeconds: 40\n",
+                "      terminationGracePeriodSeconds: 1\n")
+    broken.edit(f"{BASE}/aggregator.yaml", "      terminationGracePeriodSeconds: 60\n",
+                "      terminationGracePeriodSeconds: 1\n")
+    problems = run(policy.check_reporting_roles, broken)
+    assert_fails(problems, "Deployment reporting/api: terminationGracePeriodSeconds 1 must exceed")
+    assert_fails(problems, "Deployment reporting/aggregator: terminationGracePeriodSeconds 1 must exceed")
+
+
+def test_ingest_without_a_pre_stop_sleep_fails(broken):
+    broken.edit(f"{BASE}/ingest.yaml", "                seconds: 10\n", "                seconds: 0\n")
+    assert_fails(run(policy.check_reporting_roles, broken),
+                 "Deployment reporting/ingest: a preStop sleep of at least 5 s")
 
 
 def test_role_without_pdb_fails(broken):

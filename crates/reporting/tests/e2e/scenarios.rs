@@ -425,8 +425,11 @@ async fn unreachable_kafka_makes_ingest_answer_503_and_acknowledge_nothing() {
         "{answer}"
     );
     assert!(answer.get("accepted").is_none());
-    let (ready, _) = get_json(&format!("{}/readyz", system.admin_url)).await;
-    assert_eq!(ready, 503);
+    // The pod stays in its Service (answering 503 with a reason beats refusing connections); /readyz names
+    // the broken dependency.
+    let (ready, report) = get_json(&format!("{}/readyz", system.admin_url)).await;
+    assert_eq!(ready, 200, "{report}");
+    assert_ne!(report["checks"]["bus"], "ok", "{report}");
     system.stop().await;
 }
 
