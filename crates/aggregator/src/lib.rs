@@ -18,6 +18,7 @@ use reporting_bus::{BatchLimits, Consumer, Message, PositionSource};
 use reporting_core::dedupe::last_write_wins;
 use reporting_core::reading::Reading;
 use reporting_core::record::{decode, RecordError};
+use reporting_observe::logging::error_chain;
 use reporting_observe::names;
 use reporting_store::{ApplyBatch, ApplyOutcome, PositionAdvance, Store};
 use tokio::runtime::Handle;
@@ -101,17 +102,6 @@ impl PositionSource for StorePositions {
             .block_on(self.store.positions(&self.group, &self.topic, partitions))
             .map_err(|e| error_chain(&e))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// A batch ready to apply.

@@ -40,6 +40,18 @@ pub fn init(format: &str, filter: &str, role: &'static str) {
     };
 }
 
+/// An error and its sources on one line: "outer: inner: root".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Checks a `tracing` filter such as `info,reporting_aggregator=debug`.
 pub fn check_filter(filter: &str) -> Result<(), String> {
     EnvFilter::try_new(filter)
@@ -128,15 +140,8 @@ impl Visit for FieldMap {
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        // The whole chain, flat: "outer: inner: root".
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        self.0.insert(field.name().into(), Value::from(text));
+        self.0
+            .insert(field.name().into(), Value::from(error_chain(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.0

@@ -195,6 +195,16 @@ pub struct Roles {
     pub prepare: bool,
 }
 
+impl Roles {
+    /// Every role, migrating and creating the topic at start: `reporting up`.
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        aggregator: true,
+        api: true,
+        prepare: true,
+    };
+}
+
 /// A named task that is awaited on shutdown.
 struct Task {
     name: &'static str,

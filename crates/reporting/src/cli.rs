@@ -252,12 +252,7 @@ async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
         "embedded log + SQLite"
     };
     let data_dir = config.data_dir.display().to_string();
-    let roles = Roles {
-        ingest: true,
-        aggregator: true,
-        api: true,
-        prepare: true,
-    };
+    let roles = Roles::ALL;
     let resources = Resources::open(&config, roles).await?;
     let system = tokio::spawn(app::run(
         config,

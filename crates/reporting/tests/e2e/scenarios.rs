@@ -82,14 +82,13 @@ async fn new_value_for_a_reading_corrects_its_minute_hour_and_day_including_min_
     backend: Backend,
 ) {
     let system = System::start(backend).await;
-    let url = format!("{}/v1/readings", system.ingest_url);
     let first = json!([
         reading("s1", "2024-05-01T10:00:10Z", 5.0),
         reading("s1", "2024-05-01T10:00:20Z", 9.0),
         reading("s1", "2024-05-01T10:00:40Z", 1.0),
         reading("s1", "2024-05-01T10:30:00Z", 4.0),
     ]);
-    let (status, body) = post(&url, "application/json", first.to_string().into_bytes()).await;
+    let (status, body) = system.send(&first).await;
     assert_eq!(
         (status, body["accepted"].as_u64()),
         (200, Some(4)),
@@ -111,12 +110,7 @@ async fn new_value_for_a_reading_corrects_its_minute_hour_and_day_including_min_
         reading("s1", "2024-05-01T10:00:20Z", 2.0),
         reading("s1", "2024-05-01T10:00:40Z", -3.0)
     ]);
-    let (status, _) = post(
-        &url,
-        "application/json",
-        correction.to_string().into_bytes(),
-    )
-    .await;
+    let (status, _) = system.send(&correction).await;
     assert_eq!(status, 200);
     system.caught_up().await;
 
@@ -351,12 +345,7 @@ async fn reports_api_answers_csv_lists_and_clear_errors(backend: Backend) {
         reading("r1", "2024-05-01T10:00:00Z", 2.0),
         reading("r1", "2024-05-02T10:00:00Z", 6.0)
     ]);
-    post(
-        &format!("{}/v1/readings", system.ingest_url),
-        "application/json",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    system.send(&body).await;
     system.caught_up().await;
     let api = &system.api_url;
     let (status, csv) = get_text(&format!(
@@ -413,12 +402,7 @@ async fn unreachable_kafka_makes_ingest_answer_503_and_acknowledge_nothing() {
     };
     let system = System::start_with(config, roles, Some(dir)).await;
     let body = json!([reading("x", "2024-05-01T10:00:00Z", 1.0)]);
-    let (status, answer) = post(
-        &format!("{}/v1/readings", system.ingest_url),
-        "application/json",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let (status, answer) = system.send(&body).await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (503, Some("bus_unavailable")),
@@ -437,23 +421,13 @@ async fn unreachable_kafka_makes_ingest_answer_503_and_acknowledge_nothing() {
 async fn embedded_mode_refuses_to_start_when_its_log_was_deleted_behind_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = system::config_for(Backend::Embedded, dir.path()).await;
-    let all = Roles {
-        ingest: true,
-        aggregator: true,
-        api: true,
-        prepare: true,
-    };
+    let all = Roles::ALL;
     let system = System::start_with(config.clone(), all, None).await;
     let body = json!([
         reading("d1", "2024-05-01T10:00:00Z", 1.0),
         reading("d2", "2024-05-01T10:00:00Z", 2.0)
     ]);
-    post(
-        &format!("{}/v1/readings", system.ingest_url),
-        "application/json",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    system.send(&body).await;
     system.caught_up().await;
     system.stop().await;
 

@@ -80,12 +80,7 @@ impl System {
     pub(crate) async fn start(backend: Backend) -> System {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config_for(backend, dir.path()).await;
-        let roles = Roles {
-            ingest: true,
-            aggregator: true,
-            api: true,
-            prepare: true,
-        };
+        let roles = Roles::ALL;
         System::start_with(config, roles, Some(dir)).await
     }
 
@@ -140,6 +135,12 @@ impl System {
             task,
             _dir: dir,
         }
+    }
+
+    /// POSTs `readings` (a JSON array) to ingest; returns status and answer.
+    pub(crate) async fn send(&self, readings: &Value) -> (u16, Value) {
+        let url = format!("{}/v1/readings", self.ingest_url);
+        post(&url, "application/json", readings.to_string().into_bytes()).await
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
