@@ -3,12 +3,17 @@
 //! - [`postgres_database`] — a fresh, empty database per test on the server named by `REPORTING_TEST_POSTGRES`.
 //! - [`kafka_brokers`] and [`unique_name`] — the broker of `REPORTING_TEST_KAFKA` and per-test topic/group names.
 //! - [`wait_until`] — poll a condition with a deadline instead of sleeping.
+//! - [`wait_while_progressing`] — wait for work to finish however slow the machine is, failing only when it
+//!   stops advancing.
+//! - [`init_logs`] — the tests' tracing events, filtered by `REPORTING_TEST_LOG`, into the harness's captured
+//!   output (printed for a failing test).
 //!
 //! The services come from `scripts/services/start` (run by `scripts/test`). A test that needs a service whose
 //! variable is missing fails with a message saying so: it is never silently skipped.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A name unique to this process and call: `prefix_<pid>_<nanos>_<n>`.
@@ -80,4 +85,46 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `remaining` every 200 ms until it reports nothing left. `remaining` returns how much work is left
+/// (`None` when it could not tell) and a description of the state. A slow machine only makes this slower: it
+/// panics when the amount left has not shrunk for `stall`, with the last description.
+pub async fn wait_while_progressing<F, Fut>(what: &str, stall: Duration, mut remaining: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Option<u64>, String)>,
+{
+    let mut least = u64::MAX;
+    let mut last_progress = Instant::now();
+    loop {
+        let (left, state) = remaining().await;
+        match left {
+            Some(0) => return,
+            Some(n) if n < least => {
+                least = n;
+                last_progress = Instant::now();
+            }
+            _ => {}
+        }
+        if last_progress.elapsed() > stall {
+            panic!("no progress for {stall:?} waiting for {what}: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Routes tracing events of this test process to the test harness's output capture, so a failing test shows
+/// what its in-process roles logged (threads spawned by a test, such as its runtime's, inherit its capture).
+/// `REPORTING_TEST_LOG` is a tracing filter (`warn` when unset). Idempotent.
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("REPORTING_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        // Another subscriber set by the test itself wins; nothing to do then.
+        let _already = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
 }

@@ -194,12 +194,18 @@ async fn compare_with_csv(api_url: &str, files: &[PathBuf]) {
     let days = oracle::expected_rollups(files, Level::Day);
     let hours = oracle::expected_rollups(files, Level::Hour);
     let total = system::total_count(&days);
-    reporting_testkit::wait_until(
+    reporting_testkit::wait_while_progressing(
         "the rollups to count every reading",
-        Duration::from_secs(300),
+        system::STALL,
         || {
             let days = days.clone();
-            async move { (system::api_total_count(api_url, &days).await >= total).then_some(()) }
+            async move {
+                let counted = system::api_total_count(api_url, &days).await;
+                (
+                    Some(total.saturating_sub(counted)),
+                    format!("{counted} of {total} readings counted"),
+                )
+            }
         },
     )
     .await;

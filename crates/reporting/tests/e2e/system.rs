@@ -63,6 +63,10 @@ pub(crate) async fn config_for(backend: Backend, dir: &Path) -> Config {
     c
 }
 
+/// How long a test waits without the aggregator advancing before it calls the aggregator stalled. Waits are
+/// not timings: a slow machine makes them longer, only a stall fails them.
+pub(crate) const STALL: Duration = Duration::from_secs(120);
+
 /// A running in-process system.
 pub(crate) struct System {
     pub(crate) ingest_url: String,
@@ -90,6 +94,7 @@ impl System {
         roles: Roles,
         dir: Option<tempfile::TempDir>,
     ) -> System {
+        reporting_testkit::init_logs();
         let listeners = Listeners {
             admin: app::bind("admin", &config.admin.listen)
                 .await
@@ -147,25 +152,33 @@ impl System {
         self.resources.store.as_deref().expect("system has a store")
     }
 
-    /// Waits until the aggregator has applied everything on the bus.
+    /// Waits until the aggregator has applied everything on the bus, failing if it stalls (see [`STALL`]).
     pub(crate) async fn caught_up(&self) {
         let bus = self.resources.bus.clone().expect("system has a bus");
         let store = self.resources.store.clone().expect("system has a store");
-        let (group, topic) = (self.config.bus.group.clone(), self.config.bus.topic.clone());
-        reporting_testkit::wait_until(
+        let (group, topic) = (&self.config.bus.group, &self.config.bus.topic);
+        reporting_testkit::wait_while_progressing(
             "the aggregator to apply everything on the bus",
-            Duration::from_secs(300),
-            || {
-                let (bus, store, group, topic) =
-                    (bus.clone(), store.clone(), group.clone(), topic.clone());
-                async move {
-                    let ends = bus.end_offsets().await.ok()?;
-                    let partitions: Vec<i32> = ends.keys().copied().collect();
-                    let stored = store.positions(&group, &topic, &partitions).await.ok()?;
-                    ends.iter()
-                        .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
-                        .then_some(())
-                }
+            STALL,
+            || async {
+                let ends = bus.end_offsets().await;
+                let partitions: Vec<i32> = ends.iter().flat_map(|e| e.keys().copied()).collect();
+                let stored = store.positions(group, topic, &partitions).await;
+                let behind = match (&ends, &stored) {
+                    (Ok(ends), Ok(stored)) => Some(
+                        ends.iter()
+                            .map(|(p, end)| {
+                                end.saturating_sub(stored.get(p).copied().unwrap_or(0))
+                                    .unsigned_abs()
+                            })
+                            .sum(),
+                    ),
+                    _ => None,
+                };
+                (
+                    behind,
+                    format!("bus ends {ends:?}, stored positions {stored:?}"),
+                )
             },
         )
         .await;
