@@ -44,9 +44,11 @@ fn poll_for(consumer: &mut KafkaConsumer, period: Duration) -> Vec<Message> {
 
 /// An aggregator may start before anyone created its topic (separate pods start in any order; a freshly
 /// created topic can also be missing from a broker's metadata for a moment). It must pick the topic up soon
-/// after it appears, not at librdkafka's default metadata refresh of five minutes.
+/// after it appears, not at librdkafka's periodic metadata refresh (five minutes by default); librdkafka 2.x
+/// re-queries missing subscribed topics on its own, and this test keeps it so.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_started_before_its_topic_exists_reads_it_soon_after_it_is_created() {
+    reporting_testkit::init_logs();
     let settings = settings();
     let group = reporting_testkit::unique_name("late_group");
     let mut consumer =
@@ -73,7 +75,7 @@ async fn a_consumer_started_before_its_topic_exists_reads_it_soon_after_it_is_cr
         .collect();
     publisher.publish(records).await.expect("publish");
 
-    // Well under the five-minute default, well over the configured refresh and a rebalance.
+    // Well under the five-minute periodic refresh, well over a re-query and a rebalance.
     let read = tokio::task::spawn_blocking(move || {
         let until = Instant::now() + Duration::from_secs(90);
         let mut read = Vec::new();

@@ -110,8 +110,8 @@ impl PostgresStore {
             .transaction()
             .await
             .map_err(pg("beginning a batch"))?;
-        // Batch statements are many cheap index probes that PostgreSQL costs high; compiling them (JIT) took
-        // longer than running them.
+        // Batch statements are many cheap index probes that PostgreSQL costs high enough to compile (JIT): on
+        // the stalled test's database, 283 ms of compiling for a 30 ms read-back of 5,000 minutes.
         tx.batch_execute("SET LOCAL jit = off")
             .await
             .map_err(pg("configuring a batch"))?;
@@ -346,7 +346,7 @@ async fn rollups_in(
 ) -> Result<Vec<(i64, i64, Rollup)>, StoreError> {
     let (sids, starts, ends) = bucket_arrays(parent, buckets)?;
     let sql = format!(
-        "SELECT b.sid, m.bucket, {ROLLUP_COLUMNS}
+        "SELECT b.sid, m.bucket, m.count, m.sum, m.min, m.max, m.first_at, m.first_value, m.last_at, m.last_value
          FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS b(sid, start, stop)
          CROSS JOIN LATERAL (
            SELECT bucket, {ROLLUP_COLUMNS} FROM {} WHERE series_id = b.sid AND bucket >= b.start AND bucket < b.stop

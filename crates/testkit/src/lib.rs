@@ -89,7 +89,8 @@ where
 
 /// Polls `remaining` every 200 ms until it reports nothing left. `remaining` returns how much work is left
 /// (`None` when it could not tell) and a description of the state. A slow machine only makes this slower: it
-/// panics when the amount left has not shrunk for `stall`, with the last description.
+/// panics when the amount left has not shrunk for `stall` (a call that hangs counts as no progress), with the
+/// last description.
 pub async fn wait_while_progressing<F, Fut>(what: &str, stall: Duration, mut remaining: F)
 where
     F: FnMut() -> Fut,
@@ -98,7 +99,10 @@ where
     let mut least = u64::MAX;
     let mut last_progress = Instant::now();
     loop {
-        let (left, state) = remaining().await;
+        let (left, state) = match tokio::time::timeout(stall, remaining()).await {
+            Ok(report) => report,
+            Err(_) => (None, format!("checking took longer than {stall:?}")),
+        };
         match left {
             Some(0) => return,
             Some(n) if n < least => {
