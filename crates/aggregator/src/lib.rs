@@ -82,16 +82,25 @@ pub struct StorePositions {
     group: String,
     topic: String,
     handle: Handle,
+    shutdown: CancellationToken,
 }
 
 impl StorePositions {
-    /// Positions of `group` on `topic` in `store`; `handle` runs the async store calls.
-    pub fn new(store: Arc<dyn Store>, group: &str, topic: &str, handle: Handle) -> Self {
+    /// Positions of `group` on `topic` in `store`; `handle` runs the async store calls; once `shutdown` fires,
+    /// the consumer stops retrying an unreachable store.
+    pub fn new(
+        store: Arc<dyn Store>,
+        group: &str,
+        topic: &str,
+        handle: Handle,
+        shutdown: CancellationToken,
+    ) -> Self {
         StorePositions {
             store,
             group: group.to_owned(),
             topic: topic.to_owned(),
             handle,
+            shutdown,
         }
     }
 }
@@ -101,6 +110,10 @@ impl PositionSource for StorePositions {
         self.handle
             .block_on(self.store.positions(&self.group, &self.topic, partitions))
             .map_err(|e| error_chain(&e))
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 }
 

@@ -188,7 +188,13 @@ impl ConsumerContext for Context {
             .collect();
         match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = self.load_positions(&partitions);
+                let Some(stored) = self.load_positions(&partitions) else {
+                    tracing::warn!(partitions = ?partitions, "shutting down before stored positions could be loaded; partitions left unassigned");
+                    if let Err(e) = base_consumer.unassign() {
+                        tracing::error!(error = %e, "unassigning partitions failed");
+                    }
+                    return;
+                };
                 let mut assigned = Vec::new();
                 for p in &partitions {
                     let pos = stored.get(p).copied();
@@ -229,14 +235,21 @@ impl ConsumerContext for Context {
 
 impl Context {
     /// Loads stored positions, retrying while the store is unreachable: without them no partition may be read.
-    fn load_positions(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+    /// `None` when the source is stopping first.
+    fn load_positions(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
         let mut wait = Duration::from_millis(200);
         loop {
             match self.source.positions(partitions) {
-                Ok(p) => return p,
+                Ok(p) => return Some(p),
                 Err(e) => {
                     tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "loading stored positions failed");
-                    std::thread::sleep(wait);
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until {
+                        if self.source.stopping() {
+                            return None;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }

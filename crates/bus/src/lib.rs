@@ -64,6 +64,12 @@ pub struct BatchLimits {
 pub trait PositionSource: Send + Sync {
     /// Next offset to read for each partition that has a stored position (absent: none stored).
     fn positions(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, String>;
+
+    /// True once the owner is shutting down: a consumer that keeps failing to load positions gives up then and
+    /// leaves its partitions unassigned, instead of retrying until the store comes back.
+    fn stopping(&self) -> bool {
+        false
+    }
 }
 
 /// Publishes records durably.

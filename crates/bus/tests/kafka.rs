@@ -1,6 +1,7 @@
 //! The Kafka bus against the real broker of `REPORTING_TEST_KAFKA` (started by `scripts/test`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,24 @@ struct NothingStored;
 impl PositionSource for NothingStored {
     fn positions(&self, _partitions: &[i32]) -> Result<HashMap<i32, i64>, String> {
         Ok(HashMap::new())
+    }
+}
+
+/// A store that cannot be reached, until its owner starts shutting down.
+#[derive(Default)]
+struct Unreachable {
+    stopping: AtomicBool,
+    asked: AtomicUsize,
+}
+
+impl PositionSource for Unreachable {
+    fn positions(&self, _partitions: &[i32]) -> Result<HashMap<i32, i64>, String> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Err("connection refused".into())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 }
 
@@ -93,4 +112,55 @@ async fn a_consumer_started_before_its_topic_exists_reads_it_soon_after_it_is_cr
         (0..10u8).collect::<Vec<_>>(),
         "every published record is read once the topic exists"
     );
+}
+
+/// The partitions of a consumer are assigned inside librdkafka's poll, where the stored positions are loaded and
+/// retried while the store is down. A shutdown meanwhile must end that retrying (the pod would otherwise ignore
+/// SIGTERM until it is killed), and nothing may be read without positions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_retrying_an_unreachable_store_gives_up_when_shutting_down_and_reads_nothing() {
+    reporting_testkit::init_logs();
+    let settings = settings();
+    ensure_topic(&settings, 2, 1).await.expect("create topic");
+    let publisher = KafkaPublisher::new(&settings, Duration::from_secs(30)).expect("producer");
+    let records = vec![OutRecord {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    }];
+    publisher.publish(records).await.expect("publish");
+
+    let source = Arc::new(Unreachable::default());
+    let group = reporting_testkit::unique_name("unreachable_group");
+    let mut consumer = KafkaConsumer::new(&settings, &group, source.clone()).expect("consumer");
+    let owner = source.clone();
+    // A plain thread, not the runtime's blocking pool: if the consumer never returns, the test must still end.
+    let (done, polling) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut read = Vec::new();
+        let mut assigned = Vec::new();
+        // Polls until the first poll that began after the owner started stopping has returned.
+        loop {
+            let stopping_before = owner.stopping();
+            let polled = consumer.poll_batch(&LIMITS).expect("poll");
+            read.extend(polled.messages);
+            assigned.extend(polled.assigned);
+            if stopping_before {
+                let _receiver_gone = done.send((read, assigned));
+                return;
+            }
+        }
+    });
+    reporting_testkit::wait_until(
+        "the consumer to ask the unreachable store for positions twice",
+        Duration::from_secs(60),
+        || async { (source.asked.load(Ordering::SeqCst) >= 2).then_some(()) },
+    )
+    .await;
+    source.stopping.store(true, Ordering::SeqCst);
+    let (read, assigned) = tokio::time::timeout(Duration::from_secs(60), polling)
+        .await
+        .expect("the consumer kept retrying after shutdown began")
+        .expect("the polling thread panicked");
+    assert!(read.is_empty(), "nothing is read without stored positions");
+    assert!(assigned.is_empty(), "no partition is reported assigned");
 }

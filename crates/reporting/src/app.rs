@@ -309,6 +309,7 @@ pub async fn run(
                     &settings.group,
                     &settings.topic,
                     handle.clone(),
+                    stop.clone(),
                 ));
                 let mut consumer: Box<dyn Consumer> = match &bus {
                     Bus::Embedded(log) => Box::new(EmbeddedConsumer::new(log.clone(), positions)),
