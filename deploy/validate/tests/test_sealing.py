@@ -153,7 +153,7 @@ def test_we_unseal_what_kubesealpy_seals(throwaway):
 def kubeseal_binary():
     path = os.environ.get("REPORTING_KUBESEAL") or shutil.which("kubeseal")
     if not path:
-        pytest.skip("kubeseal not available (set REPORTING_KUBESEAL or REPORTING_VALIDATE_BUILD_KUBESEAL=1)")
+        pytest.fail("kubeseal not available: deploy/validate/run builds it, or set REPORTING_KUBESEAL")
     return path
 
 
