@@ -246,20 +246,30 @@ pub(crate) async fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, 
     )
 }
 
-/// The bundled station, or all ten from `../shared` when `REPORTING_E2E_STATIONS=all`.
+/// The bundled station; or every `.csv.gz` of a directory named by `REPORTING_E2E_STATIONS` (`all` is the ten
+/// stations in `../shared/data/beijing-air-quality`, beside the checkout).
 pub(crate) fn station_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if std::env::var("REPORTING_E2E_STATIONS").as_deref() == Ok("all") {
-        let dir = root.join("../shared/data/beijing-air-quality");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("REPORTING_E2E_STATIONS=all needs {}: {e}", dir.display()))
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "gz"))
-            .collect();
-        files.sort();
-        return files;
-    }
-    vec![root.join("data/beijing-air-quality/PRSA_Data_Aotizhongxin_20130301-20170228.csv.gz")]
+    let dir = match std::env::var("REPORTING_E2E_STATIONS") {
+        Ok(v) if v == "all" => root.join("../shared/data/beijing-air-quality"),
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ => {
+            return vec![root
+                .join("data/beijing-air-quality/PRSA_Data_Aotizhongxin_20130301-20170228.csv.gz")]
+        }
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("REPORTING_E2E_STATIONS needs {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gz"))
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "no .csv.gz station files in {}",
+        dir.display()
+    );
+    files.sort();
+    files
 }
 
 /// The first `rows` data rows of the bundled station as a plain CSV in `dir`.
