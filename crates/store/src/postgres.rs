@@ -13,7 +13,7 @@ use reporting_core::time::Interval;
 use tokio_postgres::{NoTls, Row, Transaction};
 
 use crate::migrations::{pending, rollup_table, POSTGRES};
-use crate::recompute::{source_of, touched};
+use crate::recompute::{plan, source_of};
 use crate::{
     ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, SnapshotRow, Store, StoreError,
 };
@@ -151,18 +151,20 @@ impl PostgresStore {
             return Ok(ApplyOutcome::Applied { changed: 0 });
         }
         let (ids, new_ids) = self.series_ids(&tx, &batch.readings).await?;
-        let changed = upsert_readings(&tx, &batch.readings, &ids).await?;
-        let mut points: BTreeSet<(i64, i64)> = changed.iter().copied().collect();
-        for interval in Interval::ALL {
-            let buckets = touched(interval, points);
-            let rollups = match source_of(interval) {
-                None => fold_into_buckets(interval, raw_in(&tx, &buckets).await?),
-                Some(src) => {
-                    fold_into_buckets(interval, rollups_in(&tx, src, interval, &buckets).await?)
-                }
-            };
-            write_rollups(&tx, interval, &rollups).await?;
-            points = buckets;
+        let (inserted, replaced) = upsert_readings(&tx, &batch.readings, &ids).await?;
+        // Level by level (minutes first: hours are recomputed from written minutes, days from hours).
+        for (interval, level) in Interval::ALL.into_iter().zip(plan(&inserted, &replaced)) {
+            if !level.recompute.is_empty() {
+                let rollups = match source_of(interval) {
+                    None => fold_into_buckets(interval, raw_in(&tx, &level.recompute).await?),
+                    Some(src) => fold_into_buckets(
+                        interval,
+                        rollups_in(&tx, src, interval, &level.recompute).await?,
+                    ),
+                };
+                write_rollups(&tx, interval, &rollups, Write::Replace).await?;
+            }
+            write_rollups(&tx, interval, &level.merge, Write::Merge).await?;
         }
         tx.commit().await.map_err(pg("committing a batch"))?;
         self.series_ids
@@ -170,7 +172,7 @@ impl PostgresStore {
             .unwrap_or_else(PoisonError::into_inner)
             .extend(new_ids);
         Ok(ApplyOutcome::Applied {
-            changed: changed.len(),
+            changed: inserted.len() + replaced.len(),
         })
     }
 
@@ -235,12 +237,16 @@ impl PostgresStore {
     }
 }
 
-/// Upserts raw readings; returns `(series_id, ts)` of those inserted or whose value changed.
+/// Readings a batch stored as new `(series_id, ts, value)`, and those whose value it replaced `(series_id, ts)`.
+type Upserted = (Vec<(i64, i64, f64)>, Vec<(i64, i64)>);
+
+/// Upserts raw readings (unique identities: the aggregator deduplicates each batch); returns those inserted and
+/// those whose value changed. Repeats of a stored value are neither.
 async fn upsert_readings(
     tx: &Transaction<'_>,
     readings: &[Reading],
     ids: &HashMap<SeriesKey, i64>,
-) -> Result<Vec<(i64, i64)>, StoreError> {
+) -> Result<Upserted, StoreError> {
     let mut sids = Vec::with_capacity(readings.len());
     let mut times = Vec::with_capacity(readings.len());
     let mut values = Vec::with_capacity(readings.len());
@@ -257,15 +263,23 @@ async fn upsert_readings(
              SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::float8[])
              ON CONFLICT (series_id, ts) DO UPDATE SET value = EXCLUDED.value
                WHERE readings.value IS DISTINCT FROM EXCLUDED.value
-             RETURNING series_id, ts",
+             RETURNING series_id, ts, value, xmax = 0",
             &[&sids, &times, &values],
         )
         .await
         .map_err(pg("upserting readings"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get::<_, i64>(0), ms(r.get(1))))
-        .collect())
+    // A row version this statement inserted has no deleting or locking transaction (`xmax` 0); one it updated
+    // carries this transaction's id there.
+    let (mut inserted, mut replaced) = (Vec::new(), Vec::new());
+    for r in &rows {
+        let (sid, at) = (r.get::<_, i64>(0), ms(r.get(1)));
+        if r.get::<_, bool>(3) {
+            inserted.push((sid, at, r.get(2)));
+        } else {
+            replaced.push((sid, at));
+        }
+    }
+    Ok((inserted, replaced))
 }
 
 /// Parallel arrays `(series ids, bucket starts, bucket ends)` for `unnest`.
@@ -363,10 +377,21 @@ async fn rollups_in(
         .collect())
 }
 
+/// How [`write_rollups`] treats a stored rollup of the same bucket.
+#[derive(Clone, Copy)]
+enum Write {
+    /// Overwrite it (the rollup was recomputed from the level below).
+    Replace,
+    /// Merge into it (the rollup covers only new readings): the SQL twin of [`Rollup::merge`]. New readings
+    /// never share a timestamp with stored ones of their series, so first and last need no tie-break.
+    Merge,
+}
+
 async fn write_rollups(
     tx: &Transaction<'_>,
     interval: Interval,
     rollups: &BTreeMap<(i64, i64), Rollup>,
+    mode: Write,
 ) -> Result<(), StoreError> {
     if rollups.is_empty() {
         return Ok(());
@@ -398,14 +423,27 @@ async fn write_rollups(
         last_at.push(ts(r.last_ts)?);
         lasts.push(r.last);
     }
+    let update = match mode {
+        Write::Replace => {
+            "count = EXCLUDED.count, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
+             first_at = EXCLUDED.first_at, first_value = EXCLUDED.first_value,
+             last_at = EXCLUDED.last_at, last_value = EXCLUDED.last_value"
+        }
+        // Every expression reads the stored row as it was before this update.
+        Write::Merge => {
+            "count = t.count + EXCLUDED.count, sum = t.sum + EXCLUDED.sum,
+             min = LEAST(t.min, EXCLUDED.min), max = GREATEST(t.max, EXCLUDED.max),
+             first_at = CASE WHEN EXCLUDED.first_at < t.first_at THEN EXCLUDED.first_at ELSE t.first_at END,
+             first_value = CASE WHEN EXCLUDED.first_at < t.first_at THEN EXCLUDED.first_value ELSE t.first_value END,
+             last_at = CASE WHEN EXCLUDED.last_at > t.last_at THEN EXCLUDED.last_at ELSE t.last_at END,
+             last_value = CASE WHEN EXCLUDED.last_at > t.last_at THEN EXCLUDED.last_value ELSE t.last_value END"
+        }
+    };
     let sql = format!(
-        "INSERT INTO {} (series_id, bucket, {ROLLUP_COLUMNS})
+        "INSERT INTO {} AS t (series_id, bucket, {ROLLUP_COLUMNS})
          SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::float8[], $5::float8[],
                               $6::float8[], $7::timestamptz[], $8::float8[], $9::timestamptz[], $10::float8[])
-         ON CONFLICT (series_id, bucket) DO UPDATE SET
-           count = EXCLUDED.count, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-           first_at = EXCLUDED.first_at, first_value = EXCLUDED.first_value,
-           last_at = EXCLUDED.last_at, last_value = EXCLUDED.last_value",
+         ON CONFLICT (series_id, bucket) DO UPDATE SET {update}",
         rollup_table(interval)
     );
     tx.execute(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use reporting_core::reading::Reading;
+use reporting_core::rollup::Rollup;
 use reporting_core::time::{Interval, DAY_MS, HOUR_MS, MINUTE_MS};
 use reporting_store::postgres::PostgresStore;
 use reporting_store::sqlite::SqliteStore;
@@ -185,6 +186,73 @@ async fn new_value_for_an_identity_corrects_every_level_including_min_and_max(
     );
 }
 on_both_backends!(new_value_for_an_identity_corrects_every_level_including_min_and_max);
+
+async fn new_readings_in_a_later_batch_extend_stored_buckets_at_every_level(store: Arc<dyn Store>) {
+    // Batch 1 stores 5 at 00:00:30, 20 at 00:30:00 and -3 at 00:45:00. Batch 2 adds 2 at 00:00:10 and 9 at
+    // 00:00:50 (minute 0's new first and min, last and max), 1 at 00:10:00 (a new minute; hour 0 keeps min -3,
+    // max 20 and last -3), 8 at 00:30:20 (minute 30's new min and last; it keeps max and first 20) and 7 at
+    // 01:00:00 (a new hour; the day's new last).
+    let first = vec![
+        reading("m", T0 + 30_000, 5.0),
+        reading("m", T0 + 30 * MINUTE_MS, 20.0),
+        reading("m", T0 + 45 * MINUTE_MS, -3.0),
+    ];
+    store.apply(batch(0, None, 3, first)).await.expect("first");
+    let second = vec![
+        reading("m", T0 + 10_000, 2.0),
+        reading("m", T0 + 50_000, 9.0),
+        reading("m", T0 + 10 * MINUTE_MS, 1.0),
+        reading("m", T0 + 30 * MINUTE_MS + 20_000, 8.0),
+        reading("m", T0 + HOUR_MS, 7.0),
+    ];
+    let out = store
+        .apply(batch(0, Some(3), 8, second))
+        .await
+        .expect("second");
+    assert_eq!(out, ApplyOutcome::Applied { changed: 5 });
+
+    let summary = |r: Rollup| {
+        (
+            r.count, r.sum, r.min, r.max, r.first_ts, r.first, r.last_ts, r.last,
+        )
+    };
+    let minutes = buckets(&store, "m", Interval::Minute).await;
+    let starts: Vec<i64> = minutes.iter().map(|b| b.start_ms - T0).collect();
+    let m = MINUTE_MS;
+    assert_eq!(starts, vec![0, 10 * m, 30 * m, 45 * m, 60 * m]);
+    assert_eq!(
+        summary(minutes[0].rollup),
+        (3, 16.0, 2.0, 9.0, T0 + 10_000, 2.0, T0 + 50_000, 9.0)
+    );
+    assert_eq!(
+        summary(minutes[2].rollup),
+        (
+            2,
+            28.0,
+            8.0,
+            20.0,
+            T0 + 30 * m,
+            20.0,
+            T0 + 30 * m + 20_000,
+            8.0
+        )
+    );
+    let hours = buckets(&store, "m", Interval::Hour).await;
+    assert_eq!(
+        summary(hours[0].rollup),
+        (7, 42.0, -3.0, 20.0, T0 + 10_000, 2.0, T0 + 45 * m, -3.0)
+    );
+    assert_eq!(
+        summary(hours[1].rollup),
+        (1, 7.0, 7.0, 7.0, T0 + HOUR_MS, 7.0, T0 + HOUR_MS, 7.0)
+    );
+    let day = buckets(&store, "m", Interval::Day).await[0].rollup;
+    assert_eq!(
+        summary(day),
+        (8, 49.0, -3.0, 20.0, T0 + 10_000, 2.0, T0 + HOUR_MS, 7.0)
+    );
+}
+on_both_backends!(new_readings_in_a_later_batch_extend_stored_buckets_at_every_level);
 
 async fn stale_consumer_is_fenced_and_writes_nothing(store: Arc<dyn Store>) {
     store
