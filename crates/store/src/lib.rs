@@ -4,6 +4,7 @@
 //! - [`Store`] — the one interface both backends implement; this crate owns every line of SQL.
 //! - [`migrations`] — versioned schema migrations per backend, applied by `reporting migrate`.
 //! - [`postgres`] — PostgreSQL (production), array-based set statements, one transaction per batch.
+//! - `pg_tls` — TLS to PostgreSQL from libpq's URL parameters (`sslmode`, `sslrootcert`), verified with OpenSSL.
 //! - [`sqlite`] — SQLite (embedded mode), WAL with `synchronous=FULL`.
 //! - `recompute` — which minute, hour and day buckets a batch touched.
 //!
@@ -20,6 +21,7 @@ use reporting_core::time::Interval;
 use thiserror::Error;
 
 pub mod migrations;
+mod pg_tls;
 pub mod postgres;
 mod recompute;
 pub mod sqlite;
@@ -165,6 +167,18 @@ pub enum StoreError {
     /// The PostgreSQL URL could not be parsed.
     #[error("invalid postgres URL")]
     InvalidUrl(#[source] tokio_postgres::Error),
+    /// The TLS parameters of the PostgreSQL URL (`sslmode`, `sslrootcert`) are inconsistent or unusable.
+    #[error("postgres URL TLS settings: {0}")]
+    InvalidTls(String),
+    /// Setting up TLS failed (e.g. an unreadable or invalid root certificate file).
+    #[error("{context}")]
+    Tls {
+        /// What was being done.
+        context: &'static str,
+        /// The OpenSSL error.
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
     /// A timestamp is outside what the store can represent.
     #[error("timestamp {0} ms is out of range")]
     TimestampOutOfRange(i64),

@@ -13,6 +13,7 @@ use reporting_core::time::Interval;
 use tokio_postgres::{NoTls, Row, Transaction};
 
 use crate::migrations::{pending, rollup_table, POSTGRES};
+use crate::pg_tls;
 use crate::recompute::{plan, source_of};
 use crate::{
     ApplyBatch, ApplyOutcome, Bucket, Device, SeriesQuery, SnapshotRow, Store, StoreError,
@@ -38,16 +39,19 @@ fn ms(t: DateTime<Utc>) -> i64 {
 }
 
 impl PostgresStore {
-    /// A pool of at most `pool_size` connections to `url` (connections open lazily).
+    /// A pool of at most `pool_size` connections to `url` (connections open lazily). TLS is chosen in the URL
+    /// with libpq's `sslmode` and `sslrootcert` (see `pg_tls`: `require` verifies the server's certificate).
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let (url, tls) = pg_tls::split(url)?;
         let config: tokio_postgres::Config = url.parse().map_err(StoreError::InvalidUrl)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match pg_tls::connector(&tls)? {
+            Some(connector) => Manager::from_config(config, connector, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
+        tracing::info!(tls = %tls.describe(), "postgres connections");
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .build()
@@ -59,6 +63,19 @@ impl PostgresStore {
             pool,
             series_ids: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether this store's connections are encrypted (asks the server about one of them).
+    pub async fn connection_is_encrypted(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .await
+            .map_err(pg("asking whether the connection is encrypted"))?;
+        Ok(row.get(0))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {

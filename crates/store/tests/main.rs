@@ -338,3 +338,76 @@ async fn migrations_run_twice_without_harm_and_lists_show_what_exists(store: Arc
     store.ping().await.expect("ping");
 }
 on_both_backends!(migrations_run_twice_without_harm_and_lists_show_what_exists);
+
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate_against_sslrootcert() {
+    let url = reporting_testkit::postgres_database().await;
+    let ca = reporting_testkit::postgres_ca();
+    let tls = PostgresStore::connect(
+        &with_params(&url, &format!("sslmode=verify-full&sslrootcert={ca}")),
+        2,
+    )
+    .expect("pool");
+    tls.migrate().await.expect("migrate over TLS");
+    assert!(tls.connection_is_encrypted().await.expect("ask the server"));
+    // Without sslmode the same server is reached in plain TCP.
+    let plain = PostgresStore::connect(&url, 1).expect("pool");
+    assert!(!plain
+        .connection_is_encrypted()
+        .await
+        .expect("ask the server"));
+}
+
+#[tokio::test]
+async fn postgres_over_tls_refuses_a_server_certificate_from_another_ca() {
+    let url = reporting_testkit::postgres_database().await;
+    let other = reporting_testkit::postgres_other_ca();
+    let store = PostgresStore::connect(
+        &with_params(&url, &format!("sslmode=require&sslrootcert={other}")),
+        1,
+    )
+    .expect("pool");
+    let err = store.migrate().await.expect_err("an untrusted certificate");
+    let chain = chain(&err);
+    assert!(chain.contains("certificate verify failed"), "{chain}");
+}
+
+#[tokio::test]
+async fn postgres_tls_settings_that_cannot_work_are_refused_before_connecting() {
+    let url = reporting_testkit::postgres_database().await;
+    let missing = PostgresStore::connect(
+        &with_params(&url, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        1,
+    )
+    .err()
+    .expect("a missing root file");
+    assert!(
+        chain(&missing).contains("/nonexistent/ca.pem is not a readable file"),
+        "{}",
+        chain(&missing)
+    );
+    let plain_with_roots = PostgresStore::connect(&with_params(&url, "sslrootcert=/ca.pem"), 1)
+        .err()
+        .expect("roots without TLS");
+    assert!(
+        chain(&plain_with_roots).contains("sslmode"),
+        "{}",
+        chain(&plain_with_roots)
+    );
+}

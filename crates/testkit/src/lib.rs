@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests of every crate (never linked into the binary).
 //!
-//! - [`postgres_database`] — a fresh, empty database per test on the server named by `REPORTING_TEST_POSTGRES`.
+//! - [`postgres_database`] — a fresh, empty database per test on the server named by `REPORTING_TEST_POSTGRES`;
+//!   [`postgres_ca`] and [`postgres_other_ca`] — the CA of its TLS certificate and an unrelated one.
 //! - [`kafka_brokers`] and [`unique_name`] — the broker of `REPORTING_TEST_KAFKA` and per-test topic/group names.
 //! - [`wait_until`] — poll a condition with a deadline instead of sleeping.
 //! - [`wait_while_progressing`] — wait for work to finish however slow the machine is, failing only when it
@@ -43,6 +44,16 @@ fn required_env(name: &str) -> String {
 /// Bootstrap servers of the test Kafka broker.
 pub fn kafka_brokers() -> String {
     required_env("REPORTING_TEST_KAFKA")
+}
+
+/// The CA certificate (PEM file) that signed the test PostgreSQL server's certificate.
+pub fn postgres_ca() -> String {
+    required_env("REPORTING_TEST_POSTGRES_CA")
+}
+
+/// A CA certificate (PEM file) unrelated to the test PostgreSQL server's certificate.
+pub fn postgres_other_ca() -> String {
+    required_env("REPORTING_TEST_POSTGRES_OTHER_CA")
 }
 
 /// Creates a fresh database and returns its URL.
