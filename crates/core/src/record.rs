@@ -34,12 +34,23 @@ pub enum RecordError {
     UnsupportedVersion(u32),
 }
 
-#[derive(Serialize, Deserialize)]
+/// A record as written.
+#[derive(Serialize)]
 struct Wire<'a> {
     v: u32,
     tenant: &'a str,
     device: &'a str,
     readings: Vec<(&'a str, i64, f64)>,
+}
+
+/// A record as read: owned strings, since names with escapes (`"`, `\\`, control characters) cannot be
+/// borrowed from the bytes.
+#[derive(Deserialize)]
+struct WireIn {
+    v: u32,
+    tenant: String,
+    device: String,
+    readings: Vec<(String, i64, f64)>,
 }
 
 #[derive(Deserialize)]
@@ -73,14 +84,15 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Reading>, RecordError> {
     if version.v != VERSION {
         return Err(RecordError::UnsupportedVersion(version.v));
     }
-    let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(RecordError::Malformed)?;
+    let wire: WireIn = serde_json::from_slice(bytes).map_err(RecordError::Malformed)?;
+    debug_assert_eq!(wire.v, VERSION);
     Ok(wire
         .readings
         .into_iter()
         .map(|(metric, ts_ms, value)| Reading {
-            tenant: wire.tenant.to_owned(),
-            device: wire.device.to_owned(),
-            metric: metric.to_owned(),
+            tenant: wire.tenant.clone(),
+            device: wire.device.clone(),
+            metric,
             ts_ms,
             value,
         })
@@ -165,5 +177,28 @@ mod tests {
         assert_eq!(records[0].0, b"t/a".to_vec());
         let a = decode(&records[0].1).expect("decodes");
         assert_eq!(a.iter().map(|r| r.ts_ms).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn names_with_quotes_backslashes_and_control_characters_survive_a_round_trip() {
+        let readings = [
+            r("back\\slash", "deg\"C", 1, 2.0),
+            r("back\\slash", "tab\tand\u{1}", 3, 4.0),
+            r("back\\slash", "é/µ", 5, 6.0),
+        ];
+        let refs: Vec<&Reading> = readings.iter().collect();
+        let decoded = decode(&encode("t", "back\\slash", &refs)).expect("decodes");
+        assert_eq!(decoded, readings);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_names_survive_a_round_trip(
+            tenant in ".{0,12}", device in ".{0,12}", metric in ".{0,12}", ts_ms: i64, value in -1e100f64..1e100,
+        ) {
+            let reading = Reading { tenant: tenant.clone(), device: device.clone(), metric, ts_ms, value };
+            let decoded = decode(&encode(&tenant, &device, &[&reading])).expect("decodes");
+            proptest::prop_assert_eq!(decoded, vec![reading]);
+        }
     }
 }

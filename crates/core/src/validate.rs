@@ -236,7 +236,11 @@ fn bare_non_finite_token(text: &str) -> Option<&'static str> {
             in_string = true;
             continue;
         }
-        let rest = &text[i..];
+        // Tokens start on an ASCII byte; inside a multi-byte character there is nothing to look for (and no
+        // place to slice).
+        let Some(rest) = text.get(i..) else {
+            continue;
+        };
         if rest.starts_with("NaN") {
             return Some("NaN");
         }
@@ -552,5 +556,26 @@ mod tests {
             None
         );
         assert_eq!(bare_non_finite_token(r#"{"v":Infinity}"#), Some("Infinity"));
+    }
+
+    #[test]
+    fn non_ascii_text_outside_strings_is_rejected_without_panicking() {
+        assert_eq!(reason("{é}".as_bytes()), RejectReason::InvalidJson);
+        assert_eq!(reason("[1é]".as_bytes()), RejectReason::NotAnObject);
+        assert_eq!(
+            reason("{\"device\":\"é\",µNaN}".as_bytes()),
+            RejectReason::NonFiniteValue
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, an element gets an answer (a reading or a named rejection), never a panic.
+        #[test]
+        fn any_element_gets_an_answer(text in "\\PC{0,40}", bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let _answer = check(text.as_bytes());
+            let _answer = check(&bytes);
+            let wrapped = format!("{{\"device\":\"d\",\"metric\":\"m\",\"timestamp\":0,{text}}}");
+            let _answer = check(wrapped.as_bytes());
+        }
     }
 }
