@@ -53,7 +53,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Checks a `tracing` filter such as `info,reporting_aggregator=debug`.
+///
+/// A bare word that is not a level (`warning`, `verbose`) is refused too: tracing would read it as a target
+/// name and log nothing else, errors included.
 pub fn check_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` is not a level ({}); to set the level of one target write `target=level`",
+                LEVELS.join(", ")
+            ));
+        }
+    }
     EnvFilter::try_new(filter)
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -194,5 +207,24 @@ mod tests {
             .expect("object")
             .values()
             .all(|x| !x.is_object() && !x.is_array()));
+    }
+
+    #[test]
+    fn a_bare_word_that_is_not_a_level_is_refused_with_the_levels_named() {
+        let err = check_filter("warning").expect_err("warning is not a level");
+        assert!(
+            err.contains("`warning` is not a level") && err.contains("warn"),
+            "{err}"
+        );
+        assert!(check_filter("info,verbose").is_err());
+        for ok in [
+            "warn",
+            "INFO",
+            "info,reporting_store=debug",
+            "off",
+            "reporting_aggregator[batch]=trace",
+        ] {
+            assert_eq!(check_filter(ok), Ok(()), "{ok}");
+        }
     }
 }
