@@ -1,6 +1,6 @@
 //! Millisecond timestamps and the bucket intervals of the rollups.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 
 /// Milliseconds in one minute.
 pub const MINUTE_MS: i64 = 60_000;
@@ -59,10 +59,18 @@ impl Interval {
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds, truncating below the millisecond.
+/// A leap second (`23:59:60`) is refused: UTC milliseconds have no place for it, and it would land on the next
+/// second's identity.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s)
         .ok()
+        .filter(|t| t.nanosecond() < 1_000_000_000)
         .map(|t| t.timestamp_millis())
+}
+
+/// Whether `s` is a valid RFC 3339 time in a leap second (`…T23:59:60Z`), which [`parse_rfc3339_ms`] refuses.
+pub fn is_leap_second(s: &str) -> bool {
+    DateTime::parse_from_rfc3339(s).is_ok_and(|t| t.nanosecond() >= 1_000_000_000)
 }
 
 /// Formats epoch milliseconds as RFC 3339 in UTC with millisecond precision when needed (`…Z`).
@@ -121,5 +129,18 @@ mod tests {
             "2013-02-28T16:00:00.123Z"
         );
         assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(-1)), Some(-1));
+    }
+
+    #[test]
+    fn a_leap_second_is_refused_rather_than_folded_into_the_next_second() {
+        assert!(is_leap_second("2016-12-31T23:59:60Z"));
+        assert_eq!(parse_rfc3339_ms("2016-12-31T23:59:60Z"), None);
+        assert_eq!(parse_rfc3339_ms("2016-12-31T23:59:60.500+00:00"), None);
+        // 2017-01-01T00:00:00Z = 1483228800 s
+        assert_eq!(
+            parse_rfc3339_ms("2017-01-01T00:00:00Z"),
+            Some(1_483_228_800_000)
+        );
+        assert!(!is_leap_second("2017-01-01T00:00:00Z"));
     }
 }

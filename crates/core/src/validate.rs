@@ -342,6 +342,15 @@ fn parse_timestamp(raw: &str) -> Result<i64, Rejection> {
                 format!("timestamp is not a valid string: {e}"),
             )
         })?;
+        if crate::time::is_leap_second(&inner) {
+            return Err(reject(
+                RejectReason::InvalidTimestamp,
+                format!(
+                    "timestamp {} is a leap second, which UTC milliseconds cannot hold (send 23:59:59.999 or the next second)",
+                    excerpt(raw)
+                ),
+            ));
+        }
         return parse_rfc3339_ms(&inner).ok_or_else(|| {
             reject(
                 RejectReason::InvalidTimestamp,
@@ -577,5 +586,14 @@ mod tests {
             let wrapped = format!("{{\"device\":\"d\",\"metric\":\"m\",\"timestamp\":0,{text}}}");
             let _answer = check(wrapped.as_bytes());
         }
+    }
+
+    #[test]
+    fn a_leap_second_is_rejected_with_its_own_reason() {
+        let err =
+            check(br#"{"device":"d","metric":"m","timestamp":"2026-06-30T23:59:60Z","value":1}"#)
+                .expect_err("leap second");
+        assert_eq!(err.reason, RejectReason::InvalidTimestamp);
+        assert!(err.message.contains("leap second"), "{}", err.message);
     }
 }

@@ -246,10 +246,18 @@ async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
     let api_url = local_url(listeners.api.as_ref().map(|l| l.local_addr()).transpose()?);
     let admin_url = local_url(Some(listeners.admin.local_addr()?));
     let shutdown = shutdown_on_signal();
-    let mode = if config.bus.brokers.is_some() {
-        "Kafka + PostgreSQL"
-    } else {
-        "embedded log + SQLite"
+    // What Bus::open and Resources::open will choose.
+    let kafka = config
+        .bus
+        .brokers
+        .as_deref()
+        .is_some_and(|b| !b.trim().is_empty());
+    let postgres = matches!(config.postgres_url(), Ok(Some(_)));
+    let mode = match (kafka, postgres) {
+        (true, true) => "Kafka + PostgreSQL",
+        (true, false) => "Kafka + SQLite",
+        (false, true) => "embedded log + PostgreSQL",
+        (false, false) => "embedded log + SQLite",
     };
     let data_dir = config.data_dir.display().to_string();
     let roles = Roles::ALL;
