@@ -74,10 +74,6 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(problems) => anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - ")),
-    };
     let role = match &cli.command {
         Command::Up { .. } => Some((Role::Up, "up")),
         Command::Ingest => Some((Role::Ingest, "ingest")),
@@ -85,6 +81,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api => Some((Role::Api, "api")),
         Command::Migrate => Some((Role::Migrate, "migrate")),
         Command::Import { .. } | Command::Config { .. } => None,
+    };
+    let config = match Config::load_for(cli.config.as_deref(), role.map(|r| r.0)) {
+        Ok(c) => c,
+        Err(problems) => anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - ")),
     };
     let log_format = match config.log.format.as_str() {
         "auto" if std::io::IsTerminal::is_terminal(&std::io::stderr()) => "text",

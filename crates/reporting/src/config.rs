@@ -228,6 +228,12 @@ impl Config {
     /// Loads defaults, then `file` (if any), then the environment. Every unknown key is reported, not just
     /// the first.
     pub fn load(file: Option<&Path>) -> Result<Config, Vec<String>> {
+        Config::load_for(file, None)
+    }
+
+    /// [`Config::load`], and when values have the wrong type, every such key is named (each is checked on its
+    /// own) and, for `role`, the [`Config::problems`] of the well-typed rest are listed too.
+    pub fn load_for(file: Option<&Path>, role: Option<Role>) -> Result<Config, Vec<String>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
@@ -237,11 +243,15 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("REPORTING__").split("__"));
         let mut problems = Vec::new();
+        let mut untyped = None;
         match (
             figment.extract::<serde_json::Value>(),
             serde_json::to_value(Config::default()),
         ) {
-            (Ok(actual), Ok(known)) => unknown_keys(&actual, &known, "", &mut problems),
+            (Ok(actual), Ok(known)) => {
+                unknown_keys(&actual, &known, "", &mut problems);
+                untyped = Some((actual, known));
+            }
             (Err(e), _) => problems.extend(e.into_iter().map(|e| e.to_string())),
             (_, Err(e)) => problems.push(format!("internal: cannot describe the defaults: {e}")),
         }
@@ -249,12 +259,14 @@ impl Config {
             Ok(c) if problems.is_empty() => Ok(c),
             Ok(_) => Err(problems),
             Err(e) => {
-                for e in e {
-                    let text = e.to_string();
-                    // Unknown keys are already listed, each with its full path.
-                    if !text.starts_with("unknown field") && !problems.contains(&text) {
-                        problems.push(text);
+                match untyped {
+                    Some((actual, known)) => {
+                        let partial = type_problems(&actual, &known, &mut problems);
+                        if let (Some(partial), Some(role)) = (partial, role) {
+                            problems.extend(partial.problems(role));
+                        }
                     }
+                    None => problems.extend(e.into_iter().map(|e| e.to_string())),
                 }
                 Err(problems)
             }
@@ -405,6 +417,81 @@ fn unknown_keys(
     }
 }
 
+/// Checks every known key of `actual` on its own over the defaults `known`, adding `key: problem` for each
+/// value of the wrong type. Returns the configuration made of the defaults and the well-typed values.
+fn type_problems(
+    actual: &serde_json::Value,
+    known: &serde_json::Value,
+    out: &mut Vec<String>,
+) -> Option<Config> {
+    let mut leaves = Vec::new();
+    known_leaves(actual, known, "", &mut leaves);
+    let extract =
+        |value: serde_json::Value| Figment::from(Serialized::defaults(value)).extract::<Config>();
+    let mut good = known.clone();
+    for (path, value) in leaves {
+        let mut one = known.clone();
+        set_path(&mut one, &path, value.clone());
+        match extract(one) {
+            Ok(_) => set_path(&mut good, &path, value),
+            Err(e) => {
+                for e in e {
+                    let text = format!("{path}: {}", e.kind);
+                    if !out.contains(&text) {
+                        out.push(text);
+                    }
+                }
+            }
+        }
+    }
+    extract(good).ok()
+}
+
+/// `(path, value)` of every leaf of `actual` whose path `known` has (`bus.kafka` counts as one leaf).
+fn known_leaves(
+    actual: &serde_json::Value,
+    known: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<(String, serde_json::Value)>,
+) {
+    let Some(actual) = actual.as_object() else {
+        return;
+    };
+    for (key, value) in actual {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.get(key) {
+            None => {}
+            Some(k) if k.is_object() && value.is_object() && path != "bus.kafka" => {
+                known_leaves(value, k, &path, out)
+            }
+            Some(_) => out.push((path, value.clone())),
+        }
+    }
+}
+
+/// Sets `a.b.c` in `root` (whose objects along the path exist: it is the defaults).
+fn set_path(root: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut node = root;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        let Some(map) = node.as_object_mut() else {
+            return;
+        };
+        if keys.peek().is_none() {
+            map.insert(key.to_string(), value);
+            return;
+        }
+        match map.get_mut(key) {
+            Some(next) => node = next,
+            None => return,
+        }
+    }
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db` (also `password=` parameters).
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
@@ -501,6 +588,33 @@ mod tests {
             let problems = Config::load(Some(Path::new("r.toml"))).expect_err("unknown key");
             assert!(
                 problems.iter().any(|p| p.contains("max_body_byte")),
+                "{problems:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Error inside the Jail closure
+    fn every_value_of_the_wrong_type_is_named_and_value_checks_still_run() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("r.toml", "[ingest]\nmax_body_bytes = \"big\"\n")?;
+            jail.set_env("REPORTING__API__MAX_BUCKETS", "x");
+            jail.set_env("REPORTING__BUS__PARTITIONS", "0");
+            jail.set_env("REPORTING__INGEST__LISTEN", "not an address");
+            let problems = Config::load_for(Some(Path::new("r.toml")), Some(Role::Up))
+                .expect_err("two type errors");
+            let named = |key: &str| problems.iter().any(|p| p.starts_with(&format!("{key}: ")));
+            assert!(
+                named("ingest.max_body_bytes") && named("api.max_buckets"),
+                "{problems:?}"
+            );
+            assert!(
+                problems.iter().any(|p| p.contains("partitions")),
+                "value checks of the rest: {problems:?}"
+            );
+            assert!(
+                problems.iter().any(|p| p.contains("not an address")),
                 "{problems:?}"
             );
             Ok(())
