@@ -426,8 +426,11 @@ fn type_problems(
 ) -> Option<Config> {
     let mut leaves = Vec::new();
     known_leaves(actual, known, "", &mut leaves);
-    let extract =
-        |value: serde_json::Value| Figment::from(Serialized::defaults(value)).extract::<Config>();
+    let extract = |value: serde_json::Value| {
+        Figment::from(Serialized::defaults(value))
+            .extract::<Config>()
+            .map_err(Box::new)
+    };
     let mut good = known.clone();
     for (path, value) in leaves {
         let mut one = known.clone();
@@ -435,7 +438,7 @@ fn type_problems(
         match extract(one) {
             Ok(_) => set_path(&mut good, &path, value),
             Err(e) => {
-                for e in e {
+                for e in *e {
                     let text = format!("{path}: {}", e.kind);
                     if !out.contains(&text) {
                         out.push(text);
