@@ -40,6 +40,20 @@ pub(crate) fn params(
     pairs: Vec<(String, String)>,
     known: &[&str],
 ) -> Result<HashMap<String, String>, Vec<String>> {
+    let (map, problems) = params_with_problems(pairs, known);
+    if problems.is_empty() {
+        Ok(map)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The known parameters, and the problems with unknown or repeated ones (so that the caller can list them with
+/// the problems of the known ones).
+pub(crate) fn params_with_problems(
+    pairs: Vec<(String, String)>,
+    known: &[&str],
+) -> (HashMap<String, String>, Vec<String>) {
     let mut map = HashMap::new();
     let mut problems = Vec::new();
     for (k, v) in pairs {
@@ -52,10 +66,23 @@ pub(crate) fn params(
             problems.push(format!("parameter {k:?} is given more than once"));
         }
     }
-    if problems.is_empty() {
-        Ok(map)
-    } else {
-        Err(problems)
+    (map, problems)
+}
+
+/// The parameters of `/v1/series` from the query's pairs; every problem is listed in the error, unknown and
+/// repeated parameters with the problems of the known ones.
+pub(crate) fn series_request(
+    pairs: Vec<(String, String)>,
+    default_tenant: &str,
+    wants_csv_header: bool,
+) -> Result<SeriesParams, Vec<String>> {
+    let (q, mut problems) = params_with_problems(pairs, &SERIES_PARAMS);
+    match series_params(&q, default_tenant, wants_csv_header) {
+        Ok(p) if problems.is_empty() => Ok(p),
+        result => {
+            problems.extend(result.err().unwrap_or_default());
+            Err(problems)
+        }
     }
 }
 
@@ -129,6 +156,29 @@ pub(crate) fn series_params(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unknown_parameter_is_listed_with_the_problems_of_the_known_ones() {
+        let pairs = vec![
+            ("metric".to_string(), "temp".to_string()),
+            ("interval".to_string(), "2h".to_string()),
+            ("colour".to_string(), "red".to_string()),
+        ];
+        let problems = super::series_request(pairs, "default", false).expect_err("three problems");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].contains("unknown parameter \"colour\""),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("device is required")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("interval")),
+            "{problems:?}"
+        );
+    }
+
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -10,14 +10,34 @@ use reporting_core::time::format_rfc3339_ms;
 use reporting_store::{Bucket, SeriesQuery};
 use serde_json::json;
 
-use crate::query::{params, series_params, SERIES_PARAMS};
+use crate::query::{params, series_request};
 use crate::{error, store_failed, ApiState};
 
 fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/csv"))
+        .is_some_and(accept_prefers_csv)
+}
+
+/// Whether an `Accept` header ranks `text/csv` above JSON (RFC 9110 quality values; JSON wins ties, and `*/*`
+/// or `application/*` count for JSON, `text/*` for CSV).
+fn accept_prefers_csv(accept: &str) -> bool {
+    let (mut csv, mut json) = (0.0_f64, 0.0_f64);
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .find_map(|v| v.parse::<f64>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/csv" | "text/*" => csv = csv.max(q),
+            "application/json" | "application/*" | "*/*" => json = json.max(q),
+            _ => {}
+        }
+    }
+    csv > json
 }
 
 pub(crate) async fn get_series(
@@ -25,24 +45,14 @@ pub(crate) async fn get_series(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let q = match params(pairs, &SERIES_PARAMS) {
-        Ok(q) => q,
-        Err(problems) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                problems.join("; "),
-            )
-        }
-    };
-    let p = match series_params(&q, &state.settings.default_tenant, wants_csv(&headers)) {
+    let p = match series_request(pairs, &state.settings.default_tenant, wants_csv(&headers)) {
         Ok(p) => p,
         Err(problems) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 problems.join("; "),
-            )
+            );
         }
     };
     let max = state.settings.max_buckets;
@@ -208,6 +218,20 @@ pub(crate) async fn get_metrics(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn csv_is_chosen_only_when_the_accept_header_ranks_it_above_json() {
+        assert!(super::accept_prefers_csv("text/csv"));
+        assert!(super::accept_prefers_csv(
+            "application/json;q=0.5, text/csv"
+        ));
+        assert!(!super::accept_prefers_csv(
+            "application/json, text/csv;q=0.1"
+        ));
+        assert!(!super::accept_prefers_csv("*/*"));
+        assert!(!super::accept_prefers_csv("text/csv, application/json"));
+        assert!(super::accept_prefers_csv("text/*;q=0.9, */*;q=0.1"));
+    }
+
     use super::*;
     use reporting_core::rollup::Rollup;
 
