@@ -42,7 +42,11 @@ COPY --from=builder /out/reporting /usr/local/bin/reporting
 # Numeric user so Kubernetes can verify runAsNonRoot without resolving names.
 USER 10001:10001
 WORKDIR /var/lib/reporting
-# ingest, api, admin (/healthz /readyz /metrics)
+# ingest, api, admin (/healthz /readyz /metrics). The binary listens on loopback unless told otherwise; a
+# container must listen on every interface to be reachable.
+ENV REPORTING__INGEST__LISTEN=0.0.0.0:8080 \
+    REPORTING__API__LISTEN=0.0.0.0:8081 \
+    REPORTING__ADMIN__LISTEN=0.0.0.0:9464
 EXPOSE 8080 8081 9464
 ENTRYPOINT ["/usr/local/bin/reporting"]
 CMD ["up"]

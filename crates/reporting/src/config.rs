@@ -149,7 +149,7 @@ impl Default for LogConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: "0.0.0.0:9464".into(),
+            listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -157,7 +157,7 @@ impl Default for AdminConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
-            listen: "0.0.0.0:8080".into(),
+            listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 * 1024 * 1024,
             max_future_secs: 300,
             max_past_days: 10_000,
@@ -169,7 +169,7 @@ impl Default for IngestConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            listen: "0.0.0.0:8081".into(),
+            listen: "127.0.0.1:8081".into(),
             max_buckets: 200_000,
         }
     }
