@@ -339,6 +339,14 @@ impl Config {
         if self.store.pool_size == 0 {
             p.push("store.pool_size must be positive".into());
         }
+        if let Ok(Some(url)) = self.postgres_url() {
+            if let Err(e) = reporting_store::postgres::PostgresStore::check_url(&url) {
+                p.push(format!(
+                    "store.postgres_url: {}",
+                    reporting_observe::logging::error_chain(&e)
+                ));
+            }
+        }
         if let Err(e) = reporting_observe::logging::check_filter(&self.log.level) {
             p.push(format!(
                 "log.level = {:?} is not a valid filter: {e}",
@@ -622,5 +630,26 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn postgres_tls_settings_are_checked_with_the_rest_of_the_configuration() {
+        let mut c = Config::default();
+        c.store.postgres_url = Some("postgres://u@db/r?sslmode=allow".into());
+        let problems = c.problems(Role::Api);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("store.postgres_url: ") && p.contains("sslmode=allow")),
+            "{problems:?}"
+        );
+        c.store.postgres_url =
+            Some("postgres://u@db/r?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem".into());
+        assert!(c
+            .problems(Role::Api)
+            .iter()
+            .any(|p| p.contains("not a readable file")));
+        c.store.postgres_url = Some("postgres://u@db/r?sslmode=disable".into());
+        assert_eq!(c.problems(Role::Api), Vec::<String>::new());
     }
 }

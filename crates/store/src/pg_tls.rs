@@ -57,30 +57,54 @@ impl Tls {
 pub(crate) fn split(url: &str) -> Result<(String, Tls), StoreError> {
     let invalid = |why: String| StoreError::InvalidTls(why);
     let is_uri = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let (mut kept, mut mode, mut roots) = (Vec::new(), None::<String>, None::<String>);
-    let (head, params): (&str, Vec<&str>) = if is_uri {
-        match url.split_once('?') {
-            Some((head, query)) => (head, query.split('&').filter(|p| !p.is_empty()).collect()),
-            None => (url, Vec::new()),
+    let (mut kept, mut mode, mut roots) = (Vec::<String>::new(), None::<String>, None::<String>);
+    if is_uri {
+        let (head, query) = url.split_once('?').unwrap_or((url, ""));
+        if let Some(fragment) = query.find('#') {
+            return Err(invalid(format!(
+                "the URL has a fragment ({}); PostgreSQL URLs have none",
+                &query[fragment..]
+            )));
         }
-    } else {
-        ("", url.split_whitespace().collect())
-    };
-    for param in params {
-        let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        let decoded = || {
-            if is_uri {
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            let decoded = || {
                 percent_decode(value).ok_or_else(|| invalid(format!("{key}: bad percent-encoding")))
-            } else {
-                Ok(value.trim_matches('\'').to_string())
+            };
+            match key {
+                "sslmode" => mode = Some(decoded()?),
+                "sslrootcert" => roots = Some(decoded()?),
+                _ => kept.push(param.to_string()),
             }
-        };
-        match key.trim() {
-            "sslmode" => mode = Some(decoded()?),
-            "sslrootcert" => roots = Some(decoded()?),
-            _ => kept.push(param),
+        }
+        return finish(mode, roots, kept, |kept| {
+            if kept.is_empty() {
+                head.to_string()
+            } else {
+                format!("{head}?{}", kept.join("&"))
+            }
+        });
+    }
+    for (key, raw, value) in key_values(url).map_err(invalid)? {
+        match key {
+            "sslmode" => mode = Some(value),
+            "sslrootcert" => roots = Some(value),
+            // Kept exactly as written (quotes and escapes included).
+            _ => kept.push(format!("{key}={raw}")),
         }
     }
+    finish(mode, roots, kept, |kept| kept.join(" "))
+}
+
+/// The TLS choice from `mode` and `roots`, and the driver's connection string: the other parameters `kept`
+/// joined by `join`, with `sslmode=require` or `disable` added as the choice needs.
+fn finish(
+    mode: Option<String>,
+    roots: Option<String>,
+    mut kept: Vec<String>,
+    join: impl FnOnce(&[String]) -> String,
+) -> Result<(String, Tls), StoreError> {
+    let invalid = |why: String| StoreError::InvalidTls(why);
     let tls = match mode.as_deref() {
         None | Some("disable") | Some("prefer") => {
             if roots.is_some() {
@@ -107,20 +131,52 @@ pub(crate) fn split(url: &str) -> Result<(String, Tls), StoreError> {
     // tokio-postgres does the TLS handshake only when told `require`; otherwise it gets `disable` or the
     // user's `prefer`, which with no TLS connector is plain TCP.
     match (&tls, mode.as_deref()) {
-        (Tls::Verified { .. }, _) => kept.push("sslmode=require"),
-        (Tls::Off, Some("disable")) => kept.push("sslmode=disable"),
+        (Tls::Verified { .. }, _) => kept.push("sslmode=require".into()),
+        (Tls::Off, Some("disable")) => kept.push("sslmode=disable".into()),
         (Tls::Off, _) => {}
     }
-    let rest = if is_uri {
-        if kept.is_empty() {
-            head.to_string()
+    Ok((join(&kept), tls))
+}
+
+/// `(key, value as written, value)` of each parameter of a libpq key-value string: `key = value`, spaces around
+/// `=` allowed, values bare or single-quoted with `\\` escapes.
+fn key_values(s: &str) -> Result<Vec<(&str, &str, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = s.trim_start();
+    while !rest.is_empty() {
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        rest = rest[key_end..].trim_start();
+        let Some(after) = rest.strip_prefix('=') else {
+            return Err(format!("parameter {key:?} has no `=value`"));
+        };
+        rest = after.trim_start();
+        let (raw, value, len) = if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    '\'' => {
+                        end = Some(i);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            let end = end.ok_or_else(|| format!("the value of {key:?} has no closing quote"))?;
+            (&rest[..end + 2], value, end + 2)
         } else {
-            format!("{head}?{}", kept.join("&"))
-        }
-    } else {
-        kept.join(" ")
-    };
-    Ok((rest, tls))
+            let len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            (&rest[..len], rest[..len].to_string(), len)
+        };
+        out.push((key, raw, value));
+        rest = rest[len..].trim_start();
+    }
+    Ok(out)
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -253,5 +309,22 @@ mod tests {
                 .contains("sslrootcert: bad percent-encoding"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn key_value_quoting_and_spacing_follow_libpq_and_other_values_pass_through_as_written() {
+        let (rest, tls) =
+            split("host=db password='x  y\\'z' sslmode = verify-full sslrootcert='/tmp/a b.pem'")
+                .expect("valid");
+        assert_eq!(rest, "host=db password='x  y\\'z' sslmode=require");
+        assert_eq!(tls, verified(Some("/tmp/a b.pem"), true));
+        let err = split("host=db sslrootcert='/tmp/a").expect_err("unclosed quote");
+        assert!(err.to_string().contains("no closing quote"), "{err}");
+    }
+
+    #[test]
+    fn a_url_fragment_is_refused_rather_than_read_as_part_of_a_value() {
+        let err = split("postgres://db/r?sslmode=require#frag").expect_err("fragment");
+        assert!(err.to_string().contains("fragment"), "{err}");
     }
 }

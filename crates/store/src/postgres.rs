@@ -39,6 +39,14 @@ fn ms(t: DateTime<Utc>) -> i64 {
 }
 
 impl PostgresStore {
+    /// Checks `url` without connecting: its syntax, its TLS parameters and the root certificate file they name.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let (url, tls) = pg_tls::split(url)?;
+        url.parse::<tokio_postgres::Config>()
+            .map_err(StoreError::InvalidUrl)?;
+        pg_tls::connector(&tls).map(|_| ())
+    }
+
     /// A pool of at most `pool_size` connections to `url` (connections open lazily). TLS is chosen in the URL
     /// with libpq's `sslmode` and `sslrootcert` (see `pg_tls`: `require` verifies the server's certificate).
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
