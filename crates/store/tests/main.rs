@@ -5,6 +5,7 @@ use std::sync::Arc;
 use reporting_core::reading::Reading;
 use reporting_core::rollup::Rollup;
 use reporting_core::time::{Interval, DAY_MS, HOUR_MS, MINUTE_MS};
+use reporting_observe::logging::error_chain;
 use reporting_store::postgres::PostgresStore;
 use reporting_store::sqlite::SqliteStore;
 use reporting_store::{ApplyBatch, ApplyOutcome, PositionAdvance, SeriesQuery, Store};
@@ -344,17 +345,6 @@ fn with_params(url: &str, params: &str) -> String {
     format!("{url}{sep}{params}")
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
-}
-
 #[tokio::test]
 async fn postgres_over_tls_verifies_the_server_certificate_against_sslrootcert() {
     let url = reporting_testkit::postgres_database().await;
@@ -384,7 +374,7 @@ async fn postgres_over_tls_refuses_a_server_certificate_from_another_ca() {
     )
     .expect("pool");
     let err = store.migrate().await.expect_err("an untrusted certificate");
-    let chain = chain(&err);
+    let chain = error_chain(&err);
     assert!(chain.contains("certificate verify failed"), "{chain}");
 }
 
@@ -398,16 +388,16 @@ async fn postgres_tls_settings_that_cannot_work_are_refused_before_connecting() 
     .err()
     .expect("a missing root file");
     assert!(
-        chain(&missing).contains("/nonexistent/ca.pem is not a readable file"),
+        error_chain(&missing).contains("/nonexistent/ca.pem is not a readable file"),
         "{}",
-        chain(&missing)
+        error_chain(&missing)
     );
     let plain_with_roots = PostgresStore::connect(&with_params(&url, "sslrootcert=/ca.pem"), 1)
         .err()
         .expect("roots without TLS");
     assert!(
-        chain(&plain_with_roots).contains("sslmode"),
+        error_chain(&plain_with_roots).contains("sslmode"),
         "{}",
-        chain(&plain_with_roots)
+        error_chain(&plain_with_roots)
     );
 }
