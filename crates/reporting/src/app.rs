@@ -35,12 +35,7 @@ pub enum Bus {
 impl Bus {
     /// Opens the configured bus.
     pub fn open(config: &Config) -> anyhow::Result<Bus> {
-        match config
-            .bus
-            .brokers
-            .as_deref()
-            .filter(|b| !b.trim().is_empty())
-        {
+        match config.kafka_brokers() {
             Some(brokers) => Ok(Bus::Kafka(KafkaSettings {
                 brokers: brokers.to_string(),
                 topic: config.bus.topic.clone(),

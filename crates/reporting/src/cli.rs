@@ -247,11 +247,7 @@ async fn up(config: Config, import: Vec<PathBuf>) -> anyhow::Result<()> {
     let admin_url = local_url(Some(listeners.admin.local_addr()?));
     let shutdown = shutdown_on_signal();
     // What Bus::open and Resources::open will choose.
-    let kafka = config
-        .bus
-        .brokers
-        .as_deref()
-        .is_some_and(|b| !b.trim().is_empty());
+    let kafka = config.kafka_brokers().is_some();
     let postgres = matches!(config.postgres_url(), Ok(Some(_)));
     let mode = match (kafka, postgres) {
         (true, true) => "Kafka + PostgreSQL",

@@ -243,14 +243,16 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("REPORTING__").split("__"));
         let mut problems = Vec::new();
+        // The known keys as given, and the defaults: what the per-key type check needs if extraction fails.
         let mut untyped = None;
         match (
             figment.extract::<serde_json::Value>(),
             serde_json::to_value(Config::default()),
         ) {
             (Ok(actual), Ok(known)) => {
-                unknown_keys(&actual, &known, "", &mut problems);
-                untyped = Some((actual, known));
+                let mut leaves = Vec::new();
+                walk_keys(&actual, &known, "", &mut problems, &mut leaves);
+                untyped = Some((leaves, known));
             }
             (Err(e), _) => problems.extend(e.into_iter().map(|e| e.to_string())),
             (_, Err(e)) => problems.push(format!("internal: cannot describe the defaults: {e}")),
@@ -260,8 +262,8 @@ impl Config {
             Ok(_) => Err(problems),
             Err(e) => {
                 match untyped {
-                    Some((actual, known)) => {
-                        let partial = type_problems(&actual, &known, &mut problems);
+                    Some((leaves, known)) => {
+                        let partial = type_problems(leaves, &known, &mut problems);
                         if let (Some(partial), Some(role)) = (partial, role) {
                             problems.extend(partial.problems(role));
                         }
@@ -285,6 +287,11 @@ impl Config {
                 Err("set store.postgres_url or store.postgres_url_file, not both".into())
             }
         }
+    }
+
+    /// The Kafka bootstrap servers, unless unset or blank (then the bus is the embedded log).
+    pub fn kafka_brokers(&self) -> Option<&str> {
+        self.bus.brokers.as_deref().filter(|b| !b.trim().is_empty())
     }
 
     /// Librdkafka properties with `_` read as `.`.
@@ -339,14 +346,22 @@ impl Config {
         if self.store.pool_size == 0 {
             p.push("store.pool_size must be positive".into());
         }
-        if let Ok(Some(url)) = self.postgres_url() {
-            if let Err(e) = reporting_store::postgres::PostgresStore::check_url(&url) {
-                p.push(format!(
-                    "store.postgres_url: {}",
-                    reporting_observe::logging::error_chain(&e)
-                ));
+        let postgres = match self.postgres_url() {
+            Ok(Some(url)) => {
+                if let Err(e) = reporting_store::postgres::PostgresStore::check_url(&url) {
+                    p.push(format!(
+                        "store.postgres_url: {}",
+                        reporting_observe::logging::error_chain(&e)
+                    ));
+                }
+                true
             }
-        }
+            Ok(None) => false,
+            Err(e) => {
+                p.push(e);
+                true
+            }
+        };
         if let Err(e) = reporting_observe::logging::check_filter(&self.log.level) {
             p.push(format!(
                 "log.level = {:?} is not a valid filter: {e}",
@@ -356,18 +371,7 @@ impl Config {
         if self.tenant.trim().is_empty() {
             p.push("tenant must not be blank".into());
         }
-        let postgres = match self.postgres_url() {
-            Ok(url) => url.is_some(),
-            Err(e) => {
-                p.push(e);
-                true
-            }
-        };
-        let kafka = self
-            .bus
-            .brokers
-            .as_deref()
-            .is_some_and(|b| !b.trim().is_empty());
+        let kafka = self.kafka_brokers().is_some();
         match role {
             Role::Ingest if !kafka => p.push("the ingest role needs bus.brokers (REPORTING__BUS__BROKERS); use `reporting up` for the embedded mode".into()),
             Role::Aggregator if !(kafka && postgres) => p.push(
@@ -398,13 +402,15 @@ impl Config {
     }
 }
 
-/// Adds `unknown key a.b` for every key of `actual` that `known` (the defaults) lacks. `bus.kafka` is a free
-/// map of librdkafka properties.
-fn unknown_keys(
+/// Walks the keys of `actual` against the defaults `known`: adds `unknown key a.b` to `unknown` for every key
+/// `known` lacks, and `(path, value)` to `leaves` for every other leaf. `bus.kafka` is a free map of librdkafka
+/// properties: one leaf.
+fn walk_keys(
     actual: &serde_json::Value,
     known: &serde_json::Value,
     prefix: &str,
-    out: &mut Vec<String>,
+    unknown: &mut Vec<String>,
+    leaves: &mut Vec<(String, serde_json::Value)>,
 ) {
     let (Some(actual), Some(known)) = (actual.as_object(), known.as_object()) else {
         return;
@@ -416,24 +422,24 @@ fn unknown_keys(
             format!("{prefix}.{key}")
         };
         match known.get(key) {
-            None => out.push(format!(
+            None => unknown.push(format!(
                 "unknown key {path} (see docs/interfaces.md for the keys)"
             )),
-            Some(k) if path != "bus.kafka" => unknown_keys(value, k, &path, out),
-            Some(_) => {}
+            Some(k) if k.is_object() && value.is_object() && path != "bus.kafka" => {
+                walk_keys(value, k, &path, unknown, leaves)
+            }
+            Some(_) => leaves.push((path, value.clone())),
         }
     }
 }
 
-/// Checks every known key of `actual` on its own over the defaults `known`, adding `key: problem` for each
-/// value of the wrong type. Returns the configuration made of the defaults and the well-typed values.
+/// Checks every known leaf `(path, value)` on its own over the defaults `known`, adding `key: problem` for
+/// each value of the wrong type. Returns the configuration made of the defaults and the well-typed values.
 fn type_problems(
-    actual: &serde_json::Value,
+    leaves: Vec<(String, serde_json::Value)>,
     known: &serde_json::Value,
     out: &mut Vec<String>,
 ) -> Option<Config> {
-    let mut leaves = Vec::new();
-    known_leaves(actual, known, "", &mut leaves);
     let extract = |value: serde_json::Value| {
         Figment::from(Serialized::defaults(value))
             .extract::<Config>()
@@ -456,32 +462,6 @@ fn type_problems(
         }
     }
     extract(good).ok()
-}
-
-/// `(path, value)` of every leaf of `actual` whose path `known` has (`bus.kafka` counts as one leaf).
-fn known_leaves(
-    actual: &serde_json::Value,
-    known: &serde_json::Value,
-    prefix: &str,
-    out: &mut Vec<(String, serde_json::Value)>,
-) {
-    let Some(actual) = actual.as_object() else {
-        return;
-    };
-    for (key, value) in actual {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match known.get(key) {
-            None => {}
-            Some(k) if k.is_object() && value.is_object() && path != "bus.kafka" => {
-                known_leaves(value, k, &path, out)
-            }
-            Some(_) => out.push((path, value.clone())),
-        }
-    }
 }
 
 /// Sets `a.b.c` in `root` (whose objects along the path exist: it is the defaults).
