@@ -55,13 +55,12 @@ impl Tls {
 /// Splits `sslmode` and `sslrootcert` out of a PostgreSQL URL (`postgres://…?k=v&…`) or key-value string
 /// (`host=… sslmode=…`). Returns the connection string for tokio-postgres and the TLS choice.
 pub(crate) fn split(url: &str) -> Result<(String, Tls), StoreError> {
-    let invalid = |why: String| StoreError::InvalidTls(why);
     let is_uri = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let (mut kept, mut mode, mut roots) = (Vec::<String>::new(), None::<String>, None::<String>);
     if is_uri {
         let (head, query) = url.split_once('?').unwrap_or((url, ""));
         if let Some(fragment) = query.find('#') {
-            return Err(invalid(format!(
+            return Err(StoreError::InvalidTls(format!(
                 "the URL has a fragment ({}); PostgreSQL URLs have none",
                 &query[fragment..]
             )));
@@ -69,7 +68,8 @@ pub(crate) fn split(url: &str) -> Result<(String, Tls), StoreError> {
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             let decoded = || {
-                percent_decode(value).ok_or_else(|| invalid(format!("{key}: bad percent-encoding")))
+                percent_decode(value)
+                    .ok_or_else(|| StoreError::InvalidTls(format!("{key}: bad percent-encoding")))
             };
             match key {
                 "sslmode" => mode = Some(decoded()?),
@@ -85,7 +85,7 @@ pub(crate) fn split(url: &str) -> Result<(String, Tls), StoreError> {
             }
         });
     }
-    for (key, raw, value) in key_values(url).map_err(invalid)? {
+    for (key, raw, value) in key_values(url).map_err(StoreError::InvalidTls)? {
         match key {
             "sslmode" => mode = Some(value),
             "sslrootcert" => roots = Some(value),
@@ -104,11 +104,10 @@ fn finish(
     mut kept: Vec<String>,
     join: impl FnOnce(&[String]) -> String,
 ) -> Result<(String, Tls), StoreError> {
-    let invalid = |why: String| StoreError::InvalidTls(why);
     let tls = match mode.as_deref() {
         None | Some("disable") | Some("prefer") => {
             if roots.is_some() {
-                return Err(invalid(
+                return Err(StoreError::InvalidTls(
                     "sslrootcert is set but sslmode is not require, verify-ca or verify-full: the connection would be plain TCP".into(),
                 ));
             }
@@ -123,7 +122,7 @@ fn finish(
             verify_host: false,
         },
         Some(other) => {
-            return Err(invalid(format!(
+            return Err(StoreError::InvalidTls(format!(
                 "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
             )))
         }
