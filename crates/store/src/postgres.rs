@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use postgres_openssl::MakeTlsConnector;
 use reporting_core::reading::{Reading, SeriesKey};
 use reporting_core::rollup::{fold_into_buckets, Rollup};
 use reporting_core::time::Interval;
@@ -41,21 +42,17 @@ fn ms(t: DateTime<Utc>) -> i64 {
 impl PostgresStore {
     /// Checks `url` without connecting: its syntax, its TLS parameters and the root certificate file they name.
     pub fn check_url(url: &str) -> Result<(), StoreError> {
-        let (url, tls) = pg_tls::split(url)?;
-        url.parse::<tokio_postgres::Config>()
-            .map_err(StoreError::InvalidUrl)?;
-        pg_tls::connector(&tls).map(|_| ())
+        parse_url(url).map(|_| ())
     }
 
     /// A pool of at most `pool_size` connections to `url` (connections open lazily). TLS is chosen in the URL
     /// with libpq's `sslmode` and `sslrootcert` (see `pg_tls`: `require` verifies the server's certificate).
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let (url, tls) = pg_tls::split(url)?;
-        let config: tokio_postgres::Config = url.parse().map_err(StoreError::InvalidUrl)?;
+        let (config, tls, connector) = parse_url(url)?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match pg_tls::connector(&tls)? {
+        let manager = match connector {
             Some(connector) => Manager::from_config(config, connector, manager_config),
             None => Manager::from_config(config, NoTls, manager_config),
         };
@@ -260,6 +257,23 @@ impl PostgresStore {
         }
         Ok((ids, new_ids))
     }
+}
+
+/// The driver's configuration for `url`, its TLS choice and the connector for it (`None`: plain TCP).
+fn parse_url(
+    url: &str,
+) -> Result<
+    (
+        tokio_postgres::Config,
+        pg_tls::Tls,
+        Option<MakeTlsConnector>,
+    ),
+    StoreError,
+> {
+    let (url, tls) = pg_tls::split(url)?;
+    let config = url.parse().map_err(StoreError::InvalidUrl)?;
+    let connector = pg_tls::connector(&tls)?;
+    Ok((config, tls, connector))
 }
 
 /// Readings a batch stored as new `(series_id, ts, value)`, and those whose value it replaced `(series_id, ts)`.
