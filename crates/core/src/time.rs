@@ -58,19 +58,28 @@ impl Interval {
     }
 }
 
-/// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds, truncating below the millisecond.
-/// A leap second (`23:59:60`) is refused: UTC milliseconds have no place for it, and it would land on the next
-/// second's identity.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .filter(|t| t.nanosecond() < 1_000_000_000)
-        .map(|t| t.timestamp_millis())
+/// Why [`parse_rfc3339`] refused a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeRefusal {
+    /// Not an RFC 3339 date-time.
+    NotRfc3339,
+    /// A valid RFC 3339 time in a leap second (`…T23:59:60Z`): UTC milliseconds have no place for it, and it
+    /// would land on the next second's identity.
+    LeapSecond,
 }
 
-/// Whether `s` is a valid RFC 3339 time in a leap second (`…T23:59:60Z`), which [`parse_rfc3339_ms`] refuses.
-pub fn is_leap_second(s: &str) -> bool {
-    DateTime::parse_from_rfc3339(s).is_ok_and(|t| t.nanosecond() >= 1_000_000_000)
+/// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds, truncating below the millisecond.
+pub fn parse_rfc3339(s: &str) -> Result<i64, TimeRefusal> {
+    let t = DateTime::parse_from_rfc3339(s).map_err(|_| TimeRefusal::NotRfc3339)?;
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(TimeRefusal::LeapSecond);
+    }
+    Ok(t.timestamp_millis())
+}
+
+/// [`parse_rfc3339`] when the reason for a refusal does not matter.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    parse_rfc3339(s).ok()
 }
 
 /// Formats epoch milliseconds as RFC 3339 in UTC with millisecond precision when needed (`…Z`).
@@ -133,7 +142,10 @@ mod tests {
 
     #[test]
     fn a_leap_second_is_refused_rather_than_folded_into_the_next_second() {
-        assert!(is_leap_second("2016-12-31T23:59:60Z"));
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z"),
+            Err(TimeRefusal::LeapSecond)
+        );
         assert_eq!(parse_rfc3339_ms("2016-12-31T23:59:60Z"), None);
         assert_eq!(parse_rfc3339_ms("2016-12-31T23:59:60.500+00:00"), None);
         // 2017-01-01T00:00:00Z = 1483228800 s
@@ -141,6 +153,6 @@ mod tests {
             parse_rfc3339_ms("2017-01-01T00:00:00Z"),
             Some(1_483_228_800_000)
         );
-        assert!(!is_leap_second("2017-01-01T00:00:00Z"));
+        assert_eq!(parse_rfc3339("2017-01-01"), Err(TimeRefusal::NotRfc3339));
     }
 }

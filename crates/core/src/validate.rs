@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::reading::Reading;
-use crate::time::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::time::{format_rfc3339_ms, parse_rfc3339, TimeRefusal};
 
 /// Largest accepted magnitude of a value. Far beyond any physical measurement, and small enough that no sum
 /// of readings in a bucket can overflow a 64-bit float (an overflowing sum would poison the rollups).
@@ -342,23 +342,18 @@ fn parse_timestamp(raw: &str) -> Result<i64, Rejection> {
                 format!("timestamp is not a valid string: {e}"),
             )
         })?;
-        if crate::time::is_leap_second(&inner) {
-            return Err(reject(
-                RejectReason::InvalidTimestamp,
-                format!(
+        return parse_rfc3339(&inner).map_err(|refusal| {
+            let message = match refusal {
+                TimeRefusal::LeapSecond => format!(
                     "timestamp {} is a leap second, which UTC milliseconds cannot hold (send 23:59:59.999 or the next second)",
                     excerpt(raw)
                 ),
-            ));
-        }
-        return parse_rfc3339_ms(&inner).ok_or_else(|| {
-            reject(
-                RejectReason::InvalidTimestamp,
-                format!(
+                TimeRefusal::NotRfc3339 => format!(
                     "timestamp {} is not RFC 3339 (e.g. \"2013-03-01T00:00:00+08:00\")",
                     excerpt(raw)
                 ),
-            )
+            };
+            reject(RejectReason::InvalidTimestamp, message)
         });
     }
     let invalid = || {
